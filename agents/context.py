@@ -1,0 +1,88 @@
+"""What every stage shares: its topics, serdes, and the status and dead-letter outputs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import faust
+
+from connectors.verdict import ConnectorError
+from streams.app import raw_topic
+from streams.errors import TidingsError
+from streams.records import dead_letter_record, status_record
+from streams.serde import serde
+from streams.settings import Settings
+from streams.topics import channel_topic, retry_topic
+
+log = logging.getLogger("tidings.agents")
+
+
+class Pipeline:
+    """Topic handles and the two outputs every stage writes to."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.requests = raw_topic(app, settings.topic("requests"))
+        self.dispatch = raw_topic(app, settings.topic("dispatch"))
+        self.status = raw_topic(app, settings.topic("status"))
+        self.deadletter = raw_topic(app, settings.topic("deadletter"))
+        self.channels = {c: raw_topic(app, channel_topic(settings, c))
+                         for c in settings.enabled_channels}
+        self.retries = {
+            c: [raw_topic(app, retry_topic(settings, c, d)) for d in settings.retry_tiers_s]
+            for c in settings.enabled_channels
+        }
+        self.request_serde = serde("NotificationRequest")
+        self.message_serde = serde("ChannelMessage")
+        self._status_serde = serde("DeliveryStatus")
+        self._dead_letter_serde = serde("DeadLetter")
+
+    async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
+        record = status_record(message, status, **fields)
+        await self.status.send(
+            key=record["notification_id"].encode(), value=self._status_serde.encode(record)
+        )
+
+    async def dead_letter(
+        self,
+        stage: str,
+        error: BaseException,
+        event: faust.EventT,
+        *,
+        attempts: int = 0,
+        reason: str | None = None,
+        decoded: Mapping[str, Any] | None = None,
+    ) -> None:
+        message = event.message
+        record = dead_letter_record(
+            stage=stage, error=error, topic=message.topic, partition=message.partition,
+            offset=message.offset, key=message.key, value=message.value or b"",
+            attempts=attempts, reason=reason, decoded=decoded,
+        )
+        await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
+        if decoded and decoded.get("notification_id"):
+            await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
+        log.warning(
+            "dead-lettered %s:%s@%s at %s: %s: %s", message.topic, message.partition,
+            message.offset, stage, record["error_class"], record["message"],
+        )
+
+    @asynccontextmanager
+    async def guard(self, stage: str, event: faust.EventT) -> AsyncIterator[None]:
+        """Dead-letter whatever one event raises, so one bad message never stops a stage.
+
+        Our own errors (a record that does not decode or breaks a rule) are expected; any
+        other exception is a bug of ours and is logged with its traceback, but the record
+        still lands in the dead-letter topic and the stream moves past it.
+        """
+        try:
+            yield
+        except (TidingsError, ConnectorError) as exc:
+            await self.dead_letter(stage, exc, event)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
+            log.exception("unexpected error at %s", stage)
+            await self.dead_letter(stage, exc, event)

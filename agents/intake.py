@@ -1,0 +1,39 @@
+"""Intake: validate → dedup → fan out one record per recipient to the dispatch topic."""
+
+from __future__ import annotations
+
+import faust
+
+from agents.context import Pipeline
+from agents.dedup import DedupWindow
+from agents.route import fan_out
+from streams.requests import now_ms, validate_request
+
+STAGE = "validate"
+
+
+def register(app: faust.App, pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+    window = DedupWindow(int(settings.dedup_window_s * 1000))
+    seen = app.Table("dedup", default=None, partitions=settings.partitions)
+
+    @app.agent(pipeline.requests, name="tidings.intake")
+    async def intake(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            async with pipeline.guard(STAGE, event):
+                request = pipeline.request_serde.decode(event.value)
+                validate_request(request)
+                now = now_ms()
+                key = window.key(request["tenant_id"], request["idempotency_key"])
+                if window.is_duplicate(seen.get(key), request["notification_id"], now):
+                    await pipeline.emit_status(
+                        request, "duplicate",
+                        reason=f"idempotency key already used by {seen[key][0]}",
+                    )
+                    continue
+                seen[key] = window.entry(request["notification_id"], now)
+                for recipient_key, single in fan_out(request):
+                    await pipeline.dispatch.send(
+                        key=recipient_key, value=pipeline.request_serde.encode(single)
+                    )
+                await pipeline.emit_status(request, "accepted")

@@ -1,0 +1,58 @@
+"""Fan-out and routing: one request becomes one record per recipient, then one
+ChannelMessage per channel for that recipient.
+
+The delivery id is stable — derived from tenant, notification id, channel and recipient —
+so a replay or a retry of the same delivery carries the same id, which the delivered ledger
+and the provider (Standard Webhooks `webhook-id`, SMTP Message-ID, ...) use to drop repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# A fixed namespace for uuid5 (RFC 9562 §5.5): the same inputs give the same id forever.
+_DELIVERY_NAMESPACE = uuid.UUID("6f1d3c52-6a0e-4c55-9c7b-2b1f4f3c9a10")
+
+
+def delivery_id(tenant_id: str, notification_id: str, channel: str, user_id: str) -> str:
+    name = f"{tenant_id}\x1f{notification_id}\x1f{channel}\x1f{user_id}"
+    return f"dlv_{uuid.uuid5(_DELIVERY_NAMESPACE, name).hex}"
+
+
+def recipient_key(tenant_id: str, user_id: str) -> bytes:
+    return f"{tenant_id}/{user_id}".encode()
+
+
+def fan_out(request: Mapping[str, Any]) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """One (key, request) per recipient, each request naming only that recipient."""
+    for recipient in request["recipients"]:
+        single = dict(request)
+        single["recipients"] = [recipient]
+        yield recipient_key(request["tenant_id"], recipient["user_id"]), single
+
+
+def channel_messages(request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The ChannelMessages of a single-recipient request, one per channel."""
+    (recipient,) = request["recipients"]
+    for channel in request["channels"]:
+        yield {
+            "delivery_id": delivery_id(
+                request["tenant_id"], request["notification_id"], channel, recipient["user_id"]
+            ),
+            "notification_id": request["notification_id"],
+            "tenant_id": request["tenant_id"],
+            "channel": channel,
+            "category": request["category"],
+            "priority": request["priority"],
+            "recipient": recipient,
+            "title": request.get("title"),
+            "body": request.get("content"),
+            "data": request.get("data") or {},
+            "metadata": request.get("metadata") or {},
+            "attempt": 0,
+            "created_at": request["created_at"],
+            "not_before": 0,
+            "last_error": None,
+        }

@@ -1,0 +1,38 @@
+"""The worker: every stage's agent on one Faust app (`tidings worker`)."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from agents import deliver, dispatch, intake
+from agents.context import Pipeline
+from agents.retry import DelayLine
+from streams.app import create_app
+from streams.settings import Settings, load_settings
+from streams.topics import channel_topic, retry_topic
+
+log = logging.getLogger("tidings.worker")
+
+
+def build_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or load_settings()
+    app = create_app(settings)
+    pipeline = Pipeline(app, settings)
+    intake.register(app, pipeline)
+    dispatch.register(app, pipeline)
+    deliver.register(app, pipeline)
+
+    tiers = {
+        retry_topic(settings, channel, delay): (channel_topic(settings, channel), delay)
+        for channel in settings.enabled_channels
+        for delay in settings.retry_tiers_s
+    }
+
+    @app.task
+    async def delay_line() -> None:
+        line = DelayLine(settings.kafka_bootstrap, f"{settings.app_id}.delay-line", tiers)
+        await line.run()
+
+    return app

@@ -1,0 +1,294 @@
+"""A customer's webhook endpoint, played locally: a real HTTP server for runs and tests.
+
+It verifies every request's Standard Webhooks signature the way a careful
+consumer would (the ``standardwebhooks`` reference library), records what
+arrived, and can be told to fail the way real endpoints do (503 with
+Retry-After, 410 Gone, 400)::
+
+    async with WebhookReceiver(secret) as receiver:
+        receiver.fail_next("/hook", [503, 503], retry_after=1)
+        ...  # point the webhook connector at receiver.url + "/hook"
+        await receiver.wait_for(1, timeout=5)
+        assert receiver.by_id()[delivery_id] == 1
+
+Run it on its own (prints one line per request, stops on Ctrl-C or SIGTERM)::
+
+    python -m connectors.emulators.webhook_receiver --port 8089 --secret whsec_...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request the receiver answered, whatever it answered."""
+
+    webhook_id: str
+    path: str
+    payload: dict[str, Any]
+    """The JSON body; empty when it was not a JSON object."""
+    verified: bool
+    received_at: float
+    status: int
+    """The status the receiver answered with."""
+
+    @property
+    def accepted(self) -> bool:
+        """A delivery the sender may count as done: signed correctly and answered 2xx."""
+        return self.verified and 200 <= self.status <= 299
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    retry_after: int | None = None
+
+
+class WebhookReceiver:
+    """A local webhook endpoint that verifies signatures, records deliveries and fails on cue.
+
+    Requests are POSTs to any path. A request whose signature does not verify
+    (bad signature, timestamp outside 5 minutes, missing headers) is answered
+    401; otherwise the path's script decides: the next status queued by
+    :meth:`fail_next`, else the status set by :meth:`always`, else 200.
+    """
+
+    def __init__(
+        self, secret: str, *, on_received: Callable[[Received], None] | None = None
+    ) -> None:
+        self._verifier = Webhook(secret)
+        self._on_received = on_received
+        self.received: list[Received] = []
+        """Every request answered, in arrival order, including failures and bad signatures."""
+        self._queued: dict[str, collections.deque[_Failure]] = collections.defaultdict(
+            collections.deque
+        )
+        self._always: dict[str, int] = {}
+        self._arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
+        if self._runner is not None:
+            raise RuntimeError("receiver already started")
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound_host, bound_port = runner.addresses[0][:2]
+        self._runner = runner
+        self._url = f"http://{_url_host(bound_host)}:{bound_port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner, self._url = self._runner, None, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> WebhookReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8089``; append any path."""
+        if self._url is None:
+            raise RuntimeError("receiver is not started")
+        return self._url
+
+    # -- scripting ---------------------------------------------------------------
+
+    def fail_next(self, path: str, statuses: list[int], retry_after: int | None = None) -> None:
+        """Answer the next ``len(statuses)`` verified requests to ``path`` with these
+        statuses, in order, adding ``Retry-After: <retry_after>`` when given."""
+        self._queued[_normalise(path)].extend(_Failure(s, retry_after) for s in statuses)
+
+    def always(self, path: str, status: int) -> None:
+        """Answer every verified request to ``path`` with ``status`` (and a JSON error
+        body) once any :meth:`fail_next` queue for it is used up; 200 restores normal."""
+        self._always[_normalise(path)] = status
+
+    # -- what arrived ------------------------------------------------------------
+
+    @property
+    def delivered(self) -> list[Received]:
+        """The accepted deliveries: verified and answered 2xx."""
+        return [r for r in self.received if r.accepted]
+
+    def by_id(self) -> collections.Counter[str]:
+        """How many times each webhook-id was accepted; 1 everywhere means exactly once."""
+        return collections.Counter(r.webhook_id for r in self.received if r.accepted)
+
+    # The timeout is part of the assertion rather than left to the caller's
+    # asyncio.timeout (ASYNC109), so the failure says how many deliveries arrived.
+    async def wait_for(self, count: int, timeout: float) -> list[Received]:  # noqa: ASYNC109
+        """Wait until at least ``count`` deliveries have been accepted; return them.
+
+        Raises TimeoutError, saying how many arrived, after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.delivered) < count:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(self.delivered)} of {count} webhook deliveries after {timeout}s"
+            ) from None
+        return self.delivered
+
+    # -- the endpoint ------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        path = request.path
+        verified = self._verify(body, request)
+        if not verified:
+            response = _error(401, "signature verification failed")
+        elif failure := self._scripted_failure(path):
+            response = _error(failure.status, "scripted failure")
+            if failure.retry_after is not None:
+                response.headers["Retry-After"] = str(failure.retry_after)
+        else:
+            response = web.json_response({"ok": True})
+        self._record(
+            Received(
+                webhook_id=request.headers.get("webhook-id", ""),
+                path=path,
+                payload=_json_object(body),
+                verified=verified,
+                received_at=time.time(),
+                status=response.status,
+            )
+        )
+        return response
+
+    def _verify(self, body: bytes, request: web.Request) -> bool:
+        try:
+            self._verifier.verify(body, dict(request.headers), json_parse=False)
+        # The library raises its own error for a bad or stale signature, but a plain
+        # ValueError for malformed input (a signature without ",", bad base64, non-UTF-8).
+        except (WebhookVerificationError, ValueError):
+            return False
+        return True
+
+    def _scripted_failure(self, path: str) -> _Failure | None:
+        if queue := self._queued.get(path):
+            return queue.popleft()
+        status = self._always.get(path)
+        if status is None or 200 <= status <= 299:
+            return None
+        return _Failure(status)
+
+    def _record(self, received: Received) -> None:
+        self.received.append(received)
+        if received.accepted:
+            self._arrived.set()
+        if self._on_received is not None:
+            self._on_received(received)
+
+
+def _normalise(path: str) -> str:
+    return path if path.startswith("/") else f"/{path}"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def _print_line(received: Received) -> None:
+    data = received.payload.get("data")
+    title = data.get("title", "") if isinstance(data, dict) else ""
+    print(
+        f"{received.status} {received.path} webhook-id={received.webhook_id or '-'} "
+        f"verified={received.verified} title={title!r}",
+        flush=True,
+    )
+
+
+async def _serve(receiver: WebhookReceiver, host: str, port: int) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await receiver.start(host, port)
+    try:
+        print(f"webhook receiver listening on {receiver.url}", flush=True)
+        await stopping.wait()
+    finally:
+        await receiver.stop()
+    print("webhook receiver stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.emulators.webhook_receiver",
+        description="Local Standard Webhooks endpoint: verifies, records and prints deliveries.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument(
+        "--secret",
+        default=os.environ.get("TIDINGS_WEBHOOK_SECRET"),
+        help="whsec_ signing secret (default: $TIDINGS_WEBHOOK_SECRET)",
+    )
+    args = parser.parse_args(argv)
+    if not args.secret:
+        parser.error("--secret or TIDINGS_WEBHOOK_SECRET is required")
+    try:
+        receiver = WebhookReceiver(args.secret, on_received=_print_line)
+    except (ValueError, EmptyWebhookSecretError) as exc:  # binascii.Error is a ValueError
+        parser.error(f"--secret is not a whsec_ secret: {exc}")
+    asyncio.run(_serve(receiver, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

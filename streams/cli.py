@@ -1,0 +1,184 @@
+"""`tidings` — the command line.
+
+    tidings worker                 run every stage (the app is TIDINGS_WORKER_APP)
+    tidings publish [FILE|-]       JSON lines → NotificationRequests; prints the ids
+    tidings topics create|list     the topics declared in streams/topics.py
+    tidings watch                  print delivery statuses as they happen
+    tidings secret                 a new Standard Webhooks signing secret
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+import click
+import orjson
+
+from streams.errors import TidingsError, ValidationError
+from streams.settings import Settings, load_settings
+from streams.topics import create_topics, topic_specs
+
+DEFAULT_WORKER_APP = "agents.worker:build_app"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except TidingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+def worker() -> None:
+    """Run the worker: every stage's agent, until SIGINT/SIGTERM."""
+    import faust
+
+    settings = _settings()
+    target = os.environ.get("TIDINGS_WORKER_APP", DEFAULT_WORKER_APP)
+    module_name, _, attr = target.partition(":")
+    factory: Callable[[Settings], Any] = getattr(importlib.import_module(module_name), attr)
+    try:
+        app = factory(settings)
+    except TidingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    # Faust's worker installs the signal handlers and stops every service in order.
+    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def _read_requests(stream: IO[str]) -> list[dict[str, Any]]:
+    requests = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise click.ClickException(f"line {number}: not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise click.ClickException(f"line {number}: expected a JSON object")
+        requests.append(value)
+    return requests
+
+
+@main.command()
+@click.argument("source", type=click.File("r"), default="-")
+def publish(source: IO[str]) -> None:
+    """Publish JSON-lines notification requests; print one notification id per line.
+
+    Every line is validated first: if any is invalid nothing is sent.
+    """
+    from streams.publisher import Publisher
+    from streams.requests import normalize_request
+
+    raw = _read_requests(source)
+    records = []
+    for number, request in enumerate(raw, start=1):
+        try:
+            records.append(normalize_request(request))
+        except ValidationError as exc:
+            raise click.ClickException(f"request {number}: {exc}") from exc
+    try:
+        with Publisher(_settings()) as publisher:
+            ids = publisher.publish_many(records)
+    except TidingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for notification_id in ids:
+        click.echo(notification_id)
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every declared topic that is missing (safe to run again)."""
+    settings = _settings()
+    try:
+        created = create_topics(settings)
+    except TidingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for spec in topic_specs(settings):
+        state = "created" if spec.name in created else "exists"
+        click.echo(f"{spec.name}\t{spec.partitions} partitions\trf={spec.replication_factor}"
+                   f"\t{state}")
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the declared topics and their settings."""
+    for spec in topic_specs(_settings()):
+        click.echo(f"{spec.name}\t{spec.partitions}\t{spec.config()}")
+
+
+@main.command()
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest status, not now.")
+@click.option("--count", type=int, default=0, help="Stop after this many final statuses.")
+@click.option("--timeout", type=float, default=0, help="Stop after this many seconds.")
+def watch(from_beginning: bool, count: int, timeout: float) -> None:
+    """Print delivery statuses (and dead letters) as they happen."""
+    from confluent_kafka import Consumer
+
+    from streams.serde import serde
+
+    settings = _settings()
+    status_topic, dead_topic = settings.topic("status"), settings.topic("deadletter")
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"tidings-watch-{secrets.token_hex(4)}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([status_topic, dead_topic])
+    statuses, dead_letters = serde("DeliveryStatus"), serde("DeadLetter")
+    final = {"delivered", "duplicate", "rate_limited", "dead_lettered", "endpoint_disabled"}
+    seen = 0
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            value = message.value() or b""
+            if message.topic() == dead_topic:
+                d = dead_letters.decode(value)
+                click.echo(f"DEAD-LETTER  {d['notification_id'] or '-':40} stage={d['stage']} "
+                           f"{d['error_class']}: {d['message']}")
+                continue
+            s = statuses.decode(value)
+            extra = f" ({s['reason']})" if s["reason"] else ""
+            latency = f" {s['latency_ms']} ms" if s["latency_ms"] is not None else ""
+            click.echo(f"{s['status'].upper():17} {s['notification_id']:40} "
+                       f"{s['channel'] or '':8} attempt={s['attempt']}{latency}{extra}")
+            sys.stdout.flush()
+            if s["status"] in final:
+                seen += 1
+                if count and seen >= count:
+                    break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@main.command()
+def secret() -> None:
+    """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
+    click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+if __name__ == "__main__":
+    main()

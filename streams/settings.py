@@ -1,0 +1,134 @@
+"""Worker and client settings: environment (`TIDINGS_` prefix), then an optional YAML file.
+
+The YAML file is named by `TIDINGS_CONFIG_FILE`; its keys are the field names below
+(`kafka_bootstrap: ...`). Environment variables win over the file. Settings are frozen and
+validated once at start-up, so a bad value stops the process with a clear message.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from streams.errors import ConfigError
+
+CHANNELS = ("email", "sms", "push", "slack", "webhook")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "tidings"
+    partitions: int = Field(8, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = "tidings"
+
+    # Worker
+    data_dir: Path = Path(".cache/worker")
+    web_port: int = 6066
+    # Faust commits offsets (after flushing the producer) at this interval; it bounds how much
+    # is reprocessed after a crash, and how long downstream sends may wait with
+    # stream_publish_on_commit.
+    commit_interval_s: float = Field(1.0, gt=0)
+    enabled_channels: tuple[str, ...] = ("webhook",)
+    delivery_concurrency: int = Field(64, ge=1)
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    # Dedup
+    dedup_window_s: float = Field(24 * 3600, gt=0)
+
+    # Rate limits (GCRA): sustained rate per minute plus a burst allowance.
+    rate_tenant_per_min: float = Field(1000, gt=0)
+    rate_user_per_min: float = Field(100, gt=0)
+    rate_channel_per_min: float = Field(1000, gt=0)
+    rate_burst: int = Field(10, ge=1)
+    rate_limit_policy: Literal["defer", "drop"] = "defer"
+
+    # Retries: one topic per tier, each with a fixed delay, so a tier is ordered by due time.
+    retry_tiers_s: tuple[float, ...] = (5.0, 30.0, 300.0, 1800.0)
+
+    # Webhook channel (Standard Webhooks): `whsec_` + base64 of the signing key.
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("enabled_channels")
+    @classmethod
+    def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(CHANNELS))
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; known: {list(CHANNELS)}")
+        return value
+
+    @field_validator("retry_tiers_s")
+    @classmethod
+    def _increasing_tiers(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError("retry tiers must be a non-empty, strictly increasing list")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        raw = value.get_secret_value()
+        if not raw.startswith("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret: 'whsec_' + base64")
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except ValueError as exc:
+            raise ValueError("the part after 'whsec_' is not valid base64") from exc
+        # Standard Webhooks: secrets are 24 to 64 bytes of randomness.
+        if not 24 <= len(key) <= 64:
+            raise ValueError(f"the key is {len(key)} bytes; Standard Webhooks asks for 24-64")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("TIDINGS_CONFIG_FILE")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    def webhook_key(self) -> str:
+        if self.webhook_secret is None:
+            raise ConfigError(
+                "TIDINGS_WEBHOOK_SECRET is not set; the webhook channel signs every delivery "
+                "(generate one with `tidings secret`)"
+            )
+        return self.webhook_secret.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's report into one `ConfigError` naming each bad field."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TIDINGS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

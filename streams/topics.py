@@ -1,0 +1,101 @@
+"""Every topic Tidings uses, declared once: `tidings topics create` and the worker read this.
+
+Keys: requests are keyed `tenant/user` of their first recipient; the dispatch topic re-keys
+one record per recipient as `tenant/user`, so per-user dedup and limits are exact on one
+partition. Channel and retry topics keep that key, so a delivery's ledger entry lives on the
+partition its retries and replays come back to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.errors import TidingsError
+from streams.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+    def config(self) -> dict[str, str]:
+        config = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        if self.replication_factor > 1:
+            # With acks=all, a write survives the loss of one replica.
+            config["min.insync.replicas"] = "2"
+        return config
+
+
+def tier_name(delay_s: float) -> str:
+    """`5s`, `30s`, `5m`, `30m`, `2h`: the suffix of a retry tier topic."""
+    seconds = int(delay_s)
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def retry_topic(settings: Settings, channel: str, delay_s: float) -> str:
+    return settings.topic(f"retry.{channel}.{tier_name(delay_s)}")
+
+
+def channel_topic(settings: Settings, channel: str) -> str:
+    return settings.topic(f"channel.{channel}")
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n, rf = settings.partitions, settings.replication_factor
+    specs = [
+        TopicSpec(settings.topic("requests"), n, rf, retention_ms=7 * DAY_MS),
+        TopicSpec(settings.topic("dispatch"), n, rf, retention_ms=7 * DAY_MS),
+        TopicSpec(settings.topic("status"), n, rf, retention_ms=30 * DAY_MS),
+        TopicSpec(settings.topic("deadletter"), n, rf, retention_ms=30 * DAY_MS),
+    ]
+    for channel in settings.enabled_channels:
+        specs.append(TopicSpec(channel_topic(settings, channel), n, rf, retention_ms=7 * DAY_MS))
+        for delay in settings.retry_tiers_s:
+            specs.append(
+                TopicSpec(retry_topic(settings, channel, delay), n, rf, retention_ms=7 * DAY_MS)
+            )
+    return specs
+
+
+class TopicAdminError(TidingsError):
+    """Creating or describing topics failed at the broker."""
+
+
+def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create every declared topic that does not exist yet; return the names created."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    specs = topic_specs(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+                     config=s.config())
+            for s in specs
+        ],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicAdminError(f"creating {name}: {error.str()}") from exc
+    return sorted(created)
