@@ -1,0 +1,155 @@
+"""Tests for streams/topics.py: the declared topics, their names and their configs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from streams.settings import load_settings
+from streams.topics import DAY_MS, TopicSpec, channel_topic, retry_topic, tier_name, topic_specs
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test sets: no TIDINGS_ variable from the shell that runs the suite."""
+    for name in list(os.environ):
+        if name.upper().startswith("TIDINGS_"):
+            monkeypatch.delenv(name)
+
+
+def test_default_topic_names() -> None:
+    assert [spec.name for spec in topic_specs(load_settings())] == [
+        "tidings.requests",
+        "tidings.dispatch",
+        "tidings.status",
+        "tidings.deadletter",
+        "tidings.channel.webhook",
+        "tidings.retry.webhook.5s",
+        "tidings.retry.webhook.30s",
+        "tidings.retry.webhook.5m",
+        "tidings.retry.webhook.30m",
+    ]
+
+
+def test_prefix_channels_and_tiers_shape_the_names() -> None:
+    settings = load_settings(
+        topic_prefix="t1", enabled_channels=("webhook", "email"), retry_tiers_s=(10, 120, 7200)
+    )
+    assert [spec.name for spec in topic_specs(settings)] == [
+        "t1.requests",
+        "t1.dispatch",
+        "t1.status",
+        "t1.deadletter",
+        "t1.channel.webhook",
+        "t1.retry.webhook.10s",
+        "t1.retry.webhook.2m",
+        "t1.retry.webhook.2h",
+        "t1.channel.email",
+        "t1.retry.email.10s",
+        "t1.retry.email.2m",
+        "t1.retry.email.2h",
+    ]
+
+
+def test_every_topic_has_the_configured_partitions_and_replicas() -> None:
+    specs = topic_specs(load_settings(partitions=12, replication_factor=3))
+    assert {(spec.partitions, spec.replication_factor) for spec in specs} == {(12, 3)}
+
+
+@pytest.mark.parametrize(
+    ("name", "retention_days"),
+    [
+        ("tidings.requests", 7),
+        ("tidings.dispatch", 7),
+        ("tidings.status", 30),
+        ("tidings.deadletter", 30),
+        ("tidings.channel.webhook", 7),
+        ("tidings.retry.webhook.30m", 7),
+    ],
+)
+def test_retention(name: str, retention_days: int) -> None:
+    specs = {spec.name: spec for spec in topic_specs(load_settings())}
+    assert specs[name].retention_ms == retention_days * DAY_MS
+    assert specs[name].config()["retention.ms"] == str(retention_days * DAY_MS)
+
+
+@pytest.mark.parametrize(
+    ("delay_s", "name"),
+    [
+        (1, "1s"),
+        (5, "5s"),
+        (5.0, "5s"),
+        (30, "30s"),
+        (59, "59s"),
+        (60, "1m"),
+        (90, "90s"),
+        (300, "5m"),
+        (1800, "30m"),
+        (3600, "1h"),
+        (5400, "90m"),
+        (7200, "2h"),
+        (86400, "24h"),
+    ],
+)
+def test_tier_name(delay_s: float, name: str) -> None:
+    assert tier_name(delay_s) == name
+
+
+@pytest.mark.parametrize(
+    ("channel", "delay_s", "topic"),
+    [
+        ("webhook", 5, "tidings.retry.webhook.5s"),
+        ("webhook", 30, "tidings.retry.webhook.30s"),
+        ("webhook", 300, "tidings.retry.webhook.5m"),
+        ("webhook", 1800, "tidings.retry.webhook.30m"),
+        ("email", 3600, "tidings.retry.email.1h"),
+    ],
+)
+def test_retry_topic(channel: str, delay_s: float, topic: str) -> None:
+    assert retry_topic(load_settings(), channel, delay_s) == topic
+
+
+def test_channel_topic() -> None:
+    assert channel_topic(load_settings(), "webhook") == "tidings.channel.webhook"
+
+
+@pytest.mark.parametrize(
+    ("spec", "config"),
+    [
+        (TopicSpec("t", 8, 1), {"cleanup.policy": "delete"}),
+        (TopicSpec("t", 8, 1, compacted=True), {"cleanup.policy": "compact"}),
+        (
+            TopicSpec("t", 8, 1, retention_ms=DAY_MS),
+            {"cleanup.policy": "delete", "retention.ms": "86400000"},
+        ),
+        (
+            TopicSpec("t", 8, 3),
+            {"cleanup.policy": "delete", "min.insync.replicas": "2"},
+        ),
+        (
+            TopicSpec("t", 8, 3, compacted=True, retention_ms=DAY_MS),
+            {"cleanup.policy": "compact", "retention.ms": "86400000",
+             "min.insync.replicas": "2"},
+        ),
+    ],
+)
+def test_config(spec: TopicSpec, config: dict[str, Any]) -> None:
+    assert spec.config() == config
+
+
+@pytest.mark.parametrize(("replication_factor", "has_min_isr"), [(1, False), (3, True)])
+def test_min_insync_replicas_only_with_replicas(
+    replication_factor: int, has_min_isr: bool
+) -> None:
+    specs = topic_specs(load_settings(replication_factor=replication_factor))
+    assert all(("min.insync.replicas" in spec.config()) is has_min_isr for spec in specs)
+
+
+def test_declared_topics_are_not_compacted_and_names_are_unique() -> None:
+    # Requests, statuses and retries are event logs: none of them may lose records to
+    # compaction (the compacted topics are Faust's table changelogs, which Faust creates).
+    specs = topic_specs(load_settings(enabled_channels=("webhook", "email")))
+    assert not any(spec.compacted for spec in specs)
+    assert len({spec.name for spec in specs}) == len(specs)
