@@ -27,7 +27,7 @@ def retry_tier_for(attempt: int, tiers_s: Sequence[float], retry_after_s: float 
     The n-th failure goes to tier n-1; a provider's Retry-After moves it up to the first tier
     at least that long. None means the retries are exhausted: dead-letter it.
     """
-    index = attempt - 1
+    index = max(0, attempt - 1)
     if index >= len(tiers_s):
         return None
     if retry_after_s is not None:

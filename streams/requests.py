@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,7 +118,8 @@ def normalize_request(raw: Mapping[str, Any], *, now: int | None = None) -> dict
         "content": raw.get("content"),
         "data": _string_map(raw.get("data"), "data"),
         "metadata": _string_map(raw.get("metadata"), "metadata"),
-        "created_at": raw.get("created_at") or (now if now is not None else now_ms()),
+        "created_at": raw["created_at"] if raw.get("created_at") is not None
+        else (now if now is not None else now_ms()),
         "send_at": raw.get("send_at"),
     }
     if request["idempotency_key"] is None:
@@ -175,7 +177,10 @@ def validate_request(request: Mapping[str, Any]) -> None:
                     field=f"{where}.{CHANNEL_ADDRESS[channel]}",
                 )
         url = recipient.get("webhook_url")
-        if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        if url is not None and not (
+            isinstance(url, str) and urlsplit(url).scheme in ("http", "https")
+            and urlsplit(url).hostname
+        ):
             raise ValidationError(f"{where}.webhook_url must be an http(s) URL",
                                   field=f"{where}.webhook_url")
     if request.get("template") is None:

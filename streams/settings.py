@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+import yaml
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from streams.errors import ConfigError
 
@@ -26,7 +28,11 @@ CHANNELS = ("email", "sms", "push", "slack", "webhook")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TIDINGS_", frozen=True, extra="ignore",
+        # A rejected value may be a secret: never echo it into an error or a traceback.
+        hide_input_in_errors=True,
+    )
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -76,6 +82,10 @@ class Settings(BaseSettings):
     def _increasing_tiers(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or any(b <= a for a, b in zip(value, value[1:], strict=False)):
             raise ValueError("retry tiers must be a non-empty, strictly increasing list")
+        # Each tier is a topic named after its delay (`5s`, `30m`): whole seconds keep the
+        # names distinct.
+        if any(delay < 1 or delay != int(delay) for delay in value):
+            raise ValueError("retry tiers are whole numbers of seconds, at least 1")
         return value
 
     @field_validator("webhook_secret")
@@ -124,6 +134,9 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning pydantic's report into one `ConfigError` naming each bad field."""
+    config_file = os.environ.get("TIDINGS_CONFIG_FILE")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"TIDINGS_CONFIG_FILE: {config_file} is not a file")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -131,4 +144,12 @@ def load_settings(**overrides: object) -> Settings:
             f"TIDINGS_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+        raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:
+        # A list or tuple setting given as something other than JSON, e.g. `a,b`.
+        raise ConfigError(f"invalid settings: {exc} (lists are JSON: '[\"a\", \"b\"]')"
+                          ) from None
+    except (yaml.YAMLError, ValueError) as exc:
+        # Only the YAML file can raise these: it does not parse, or is not a mapping.
+        raise ConfigError(f"TIDINGS_CONFIG_FILE: {config_file} is not a YAML mapping: "
+                          f"{exc}") from None

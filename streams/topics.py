@@ -28,8 +28,9 @@ class TopicSpec:
         config = {"cleanup.policy": "compact" if self.compacted else "delete"}
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
-        if self.replication_factor > 1:
-            # With acks=all, a write survives the loss of one replica.
+        if self.replication_factor >= 3:
+            # With acks=all, an acknowledged write is on two replicas, and writes go on while
+            # one of three is down. (With two replicas, 2 would stop writes on any loss.)
             config["min.insync.replicas"] = "2"
         return config
 

@@ -63,7 +63,7 @@ def test_defaults() -> None:
         ("TIDINGS_LOG_LEVEL", "debug", "log_level", "debug"),
         # Tuples are given as JSON.
         ("TIDINGS_RETRY_TIERS_S", "[1,2]", "retry_tiers_s", (1.0, 2.0)),
-        ("TIDINGS_RETRY_TIERS_S", "[0.5, 10, 60.5]", "retry_tiers_s", (0.5, 10.0, 60.5)),
+        ("TIDINGS_RETRY_TIERS_S", "[1, 10, 60]", "retry_tiers_s", (1.0, 10.0, 60.0)),
         ("TIDINGS_ENABLED_CHANNELS", '["webhook", "email"]', "enabled_channels",
          ("webhook", "email")),
     ],
@@ -130,6 +130,8 @@ def test_settings_are_frozen() -> None:
         ("TIDINGS_RETRY_TIERS_S", "[5, 5]"),
         ("TIDINGS_RETRY_TIERS_S", "[30, 5]"),
         ("TIDINGS_RETRY_TIERS_S", "[]"),
+        ("TIDINGS_RETRY_TIERS_S", "[0.5, 10]"),
+        ("TIDINGS_RETRY_TIERS_S", "[1, 1.5]"),
         ("TIDINGS_ENABLED_CHANNELS", '["webhook", "fax"]'),
         ("TIDINGS_PARTITIONS", "0"),
         ("TIDINGS_RATE_BURST", "0"),
@@ -153,6 +155,33 @@ def test_config_error_does_not_show_the_secret(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert bad not in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert bad not in repr(caught.value.__context__)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("TIDINGS_ENABLED_CHANNELS", "webhook", "lists are JSON"),
+        ("TIDINGS_RETRY_TIERS_S", "1,2", "lists are JSON"),
+        ("TIDINGS_CONFIG_FILE", "/nonexistent/tidings.yaml", "is not a file"),
+    ],
+)
+def test_unparseable_settings_raise_config_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=says):
+        load_settings()
+
+
+@pytest.mark.parametrize("text", ["partitions: [\n", "- a\n- b\n"])
+def test_a_yaml_file_that_is_not_a_mapping_raises_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    config_file(tmp_path, monkeypatch, text)
+    with pytest.raises(ConfigError, match="TIDINGS_CONFIG_FILE"):
+        load_settings()
 
 
 def test_every_invalid_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,56 @@
+# Tidings — every command a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+KAFKA := $(PY) deploy/local/kafka_local.py
+
+.DEFAULT_GOAL := help
+.PHONY: help install kafka-fetch kafka kafka-stop topics run test test-unit test-integration lint typecheck check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Tidings with its pinned dependencies
+
+kafka-fetch: $(STAMP) ## fetch the Kafka jars from Maven Central into .cache (once)
+	$(KAFKA) fetch
+
+kafka: kafka-fetch ## start a local Kafka broker in the background; prints the bootstrap
+	$(KAFKA) start
+
+kafka-stop: $(STAMP) ## stop the broker `make kafka` started
+	$(KAFKA) stop
+
+topics: $(STAMP) ## create every topic on TIDINGS_KAFKA_BOOTSTRAP
+	$(VENV)/bin/tidings topics create
+
+run: kafka-fetch ## the whole system locally: broker, worker, webhook receiver, samples
+	$(PY) deploy/local/run.py
+
+test: kafka-fetch ## the whole test suite (starts its own broker unless TIDINGS_KAFKA_BOOTSTRAP is set)
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP) ## unit tests only (no broker)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: kafka-fetch ## integration and end-to-end tests (real broker)
+	$(PY) -m pytest -q tests/integration tests/e2e
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check streams agents connectors deploy tests
+
+typecheck: $(STAMP) ## mypy --strict on the packages
+	$(VENV)/bin/mypy
+
+check: lint typecheck test ## everything CI checks
+
+clean: ## remove caches (keeps the Kafka jars)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .cache/worker .cache/run-kafka
