@@ -51,7 +51,7 @@ class Pipeline:
         self,
         stage: str,
         error: BaseException,
-        event: faust.EventT,
+        event: faust.EventT[bytes],
         *,
         attempts: int = 0,
         reason: str | None = None,
@@ -72,7 +72,7 @@ class Pipeline:
         )
 
     @asynccontextmanager
-    async def guard(self, stage: str, event: faust.EventT) -> AsyncIterator[None]:
+    async def guard(self, stage: str, event: faust.EventT[bytes]) -> AsyncIterator[None]:
         """Dead-letter whatever one event raises, so one bad message never stops a stage.
 
         Our own errors (a record that does not decode or breaks a rule) are expected; any

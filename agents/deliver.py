@@ -91,20 +91,22 @@ class _SharedClient:
 def register(app: faust.App, pipeline: Pipeline) -> None:
     settings = pipeline.settings
     check_channels(settings)
-    for channel in settings.enabled_channels:
-        settings.webhook_key() if channel == "webhook" else None  # fail at start, not per message
+    if "webhook" in settings.enabled_channels:
+        settings.webhook_key()  # a missing secret stops the worker at start, not per message
     ledger = app.Table("delivered", default=None, partitions=settings.partitions)
     shared = _SharedClient(settings.delivery_concurrency)
     tiers = settings.retry_tiers_s
 
-    async def park(event: faust.EventT, message: dict[str, Any], tier: int, due: int) -> None:
+    async def park(
+        event: faust.EventT[bytes], message: dict[str, Any], tier: int, due: int
+    ) -> None:
         message["not_before"] = due
         await pipeline.retries[message["channel"]][tier].send(
             key=event.key, value=pipeline.message_serde.encode(message),
             headers=[(DUE_HEADER, str(due).encode())],
         )
 
-    async def handle(event: faust.EventT, send: Sender) -> None:
+    async def handle(event: faust.EventT[bytes], send: Sender) -> None:
         message = pipeline.message_serde.decode(event.value)
         delivery_id = message["delivery_id"]
         if ledger.get(delivery_id) is not None:

@@ -42,7 +42,9 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     tiers = settings.retry_tiers_s
     max_defer_ms = tiers[-1] * 1000
 
-    async def defer(event: faust.EventT, message: dict[str, Any], due: int, now: int) -> None:
+    async def defer(
+        event: faust.EventT[bytes], message: dict[str, Any], due: int, now: int
+    ) -> None:
         message["not_before"] = due
         tier = tier_for_wait((due - now) / 1000, tiers)
         await pipeline.retries[message["channel"]][tier].send(

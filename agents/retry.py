@@ -55,8 +55,8 @@ def due_ms(record: ConsumerRecord[bytes, bytes], tier_delay_s: float) -> int:
     bound = record.timestamp + int(tier_delay_s * 1000)
     for key, value in record.headers or ():
         if key == DUE_HEADER:
-            return min(int(value), bound)
-    return bound
+            return min(int(value), int(bound))
+    return int(bound)
 
 
 class DelayLine:

@@ -30,7 +30,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
         for delay in settings.retry_tiers_s
     }
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def delay_line() -> None:
         line = DelayLine(settings.kafka_bootstrap, f"{settings.app_id}.delay-line", tiers)
         await line.run()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from streams.errors import ValidationError
 from streams.settings import CHANNELS

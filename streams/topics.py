@@ -77,7 +77,7 @@ class TopicAdminError(TidingsError):
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create every declared topic that does not exist yet; return the names created."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     specs = topic_specs(settings)

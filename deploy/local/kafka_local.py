@@ -297,7 +297,9 @@ def state_file() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="copy the Kafka jars from Maven Central into the cache")
     start = sub.add_parser("start", help="start in the background and print the bootstrap")

@@ -86,7 +86,7 @@ async def test_same_idempotency_key_twice_is_one_delivery(tidings_env, worker, r
                                                           read_topic):
     worker()
     first, second = await publish(
-        tidings_env, [request(receiver, "u1", key="order-1"), request(receiver, "u1", key="order-1")]
+        tidings_env, [request(receiver, "u1", key="order-1") for _ in range(2)]
     )
     statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
     records = await statuses.wait_until(
