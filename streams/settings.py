@@ -67,7 +67,8 @@ class Settings(BaseSettings):
 
     # Webhook channel (Standard Webhooks): `whsec_` + base64 of the signing key.
     webhook_secret: SecretStr | None = None
-    webhook_timeout_s: float = Field(5.0, gt=0)
+    # Standard Webhooks recommends 15-30 s so endpoints can process before answering.
+    webhook_timeout_s: float = Field(15.0, gt=0)
 
     @field_validator("enabled_channels")
     @classmethod
