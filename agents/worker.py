@@ -20,10 +20,18 @@ def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = create_app(settings)
     pipeline = Pipeline(app, settings)
-    intake.register(app, pipeline)
-    dispatch.register(app, pipeline)
-    deliver.register(app, pipeline)
+    if "intake" in settings.stages:
+        intake.register(app, pipeline)
+    if "dispatch" in settings.stages:
+        dispatch.register(app, pipeline)
+    if "deliver" in settings.stages:
+        deliver.register(app, pipeline)
+    if "delay_line" in settings.stages:
+        _register_delay_line(app, settings)
+    return app
 
+
+def _register_delay_line(app: faust.App, settings: Settings) -> None:
     tiers = {
         retry_topic(settings, channel, delay): (channel_topic(settings, channel), delay)
         for channel in settings.enabled_channels
@@ -34,5 +42,3 @@ def build_app(settings: Settings | None = None) -> faust.App:
     async def delay_line() -> None:
         line = DelayLine(settings.kafka_bootstrap, f"{settings.app_id}.delay-line", tiers)
         await line.run()
-
-    return app

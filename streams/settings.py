@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # stream_publish_on_commit.
     commit_interval_s: float = Field(1.0, gt=0)
     enabled_channels: tuple[str, ...] = ("webhook",)
+    # Which stages this worker runs. All by default; a deployment may run delivery workers
+    # apart from routing workers (same app id, different stage sets).
+    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line"], ...] = (
+        "intake", "dispatch", "deliver", "delay_line",
+    )
     delivery_concurrency: int = Field(64, ge=1)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
 
