@@ -34,23 +34,62 @@ def fan_out(request: Mapping[str, Any]) -> Iterator[tuple[bytes, dict[str, Any]]
 
 
 def channel_messages(request: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The ChannelMessages of a single-recipient request, one per channel."""
+    """The ChannelMessages of a single-recipient request, one per channel.
+
+    Push is one message per device token: each token is its own delivery (its own id,
+    retries and verdict), so one dead token never holds back or re-sends the others.
+    """
     (recipient,) = request["recipients"]
     for channel in request["channels"]:
+        yield from _for_channel(request, recipient, channel, request.get("fallback_channels") or [])
+
+
+def failover_message(message: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The message for the next fallback channel of a delivery that ended undelivered.
+
+    None when no fallback is left. The new delivery has its own stable id, so a failover
+    triggered twice (two primary channels failing) still delivers once.
+    """
+    fallback = list(message.get("fallback_channels") or [])
+    if not fallback:
+        return None
+    channel, rest = fallback[0], fallback[1:]
+    request = {
+        "tenant_id": message["tenant_id"], "notification_id": message["notification_id"],
+        "category": message["category"], "priority": message["priority"],
+        "title": message.get("title"), "content": message.get("body"),
+        "data": message.get("data") or {}, "metadata": message.get("metadata") or {},
+        "created_at": message["created_at"],
+    }
+    return next(_for_channel(request, message["recipient"], channel, rest), None)
+
+
+def _for_channel(
+    request: Mapping[str, Any], recipient: Mapping[str, Any], channel: str, fallback: list[str]
+) -> Iterator[dict[str, Any]]:
+    user_id = recipient["user_id"]
+    targets: list[tuple[str, Mapping[str, Any]]]
+    if channel == "push":
+        targets = [(f"{user_id}/{token}", {**recipient, "push_tokens": [token]})
+                   for token in recipient.get("push_tokens") or []]
+    else:
+        targets = [(user_id, recipient)]
+    for target, addressed in targets:
         yield {
             "delivery_id": delivery_id(
-                request["tenant_id"], request["notification_id"], channel, recipient["user_id"]
+                request["tenant_id"], request["notification_id"], channel, target
             ),
             "notification_id": request["notification_id"],
             "tenant_id": request["tenant_id"],
             "channel": channel,
+            "fallback_channels": list(fallback),
             "category": request["category"],
             "priority": request["priority"],
-            "recipient": recipient,
+            "recipient": dict(addressed),
             "title": request.get("title"),
             "body": request.get("content"),
-            "data": request.get("data") or {},
-            "metadata": request.get("metadata") or {},
+            "data": dict(request.get("data") or {}),
+            "metadata": dict(request.get("metadata") or {}),
             "attempt": 0,
             "created_at": request["created_at"],
             "not_before": 0,

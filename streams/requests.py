@@ -27,7 +27,7 @@ _RECIPIENT_FIELDS = {
 }
 _REQUEST_FIELDS = {
     "tenant_id", "notification_id", "idempotency_key", "priority", "category", "recipients",
-    "channels", "template", "title", "content", "data", "metadata", "created_at", "send_at",
+    "channels", "fallback_channels", "template", "title", "content", "data", "metadata", "created_at", "send_at",
 }
 # Which recipient field addresses each channel.
 CHANNEL_ADDRESS = {
@@ -100,6 +100,10 @@ def normalize_request(raw: Mapping[str, Any], *, now: int | None = None) -> dict
     channels = raw.get("channels")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise ValidationError("channels must be a list of channel names", field="channels")
+    fallback = raw.get("fallback_channels") or []
+    if not isinstance(fallback, list) or not all(isinstance(c, str) for c in fallback):
+        raise ValidationError("fallback_channels must be a list of channel names",
+                              field="fallback_channels")
     template = raw.get("template")
     if template is not None:
         if not isinstance(template, Mapping) or not isinstance(template.get("template_id"), str):
@@ -113,6 +117,7 @@ def normalize_request(raw: Mapping[str, Any], *, now: int | None = None) -> dict
         "category": raw.get("category", "general"),
         "recipients": [_recipient(r, i) for i, r in enumerate(recipients)],
         "channels": list(channels),
+        "fallback_channels": list(fallback),
         "template": template,
         "title": raw.get("title"),
         "content": raw.get("content"),
@@ -153,6 +158,13 @@ def validate_request(request: Mapping[str, Any]) -> None:
         raise ValidationError(f"unknown channels {unknown}", field="channels")
     if len(set(channels)) != len(channels):
         raise ValidationError("channels are listed twice", field="channels")
+    fallback = request.get("fallback_channels") or []
+    unknown = sorted(set(fallback) - set(CHANNELS))
+    if unknown:
+        raise ValidationError(f"unknown fallback channels {unknown}", field="fallback_channels")
+    if set(fallback) & set(channels) or len(set(fallback)) != len(fallback):
+        raise ValidationError("a fallback channel is listed twice or is also a primary channel",
+                              field="fallback_channels")
     recipients = request.get("recipients") or []
     if not recipients:
         raise ValidationError("at least one recipient is required", field="recipients")
@@ -170,7 +182,7 @@ def validate_request(request: Mapping[str, Any]) -> None:
             raise ValidationError(f"{where}.user_id {user_id!r} is listed twice",
                                   field=f"{where}.user_id")
         seen_users.add(user_id)
-        for channel in channels:
+        for channel in [*channels, *fallback]:
             if not recipient.get(CHANNEL_ADDRESS[channel]):
                 raise ValidationError(
                     f"{where} has no {CHANNEL_ADDRESS[channel]} for the {channel} channel",

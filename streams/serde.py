@@ -304,7 +304,12 @@ class AvroSerde:
 @functools.cache
 def default_registry() -> SchemaRegistry:
     """The registry of every schema in ``schemas/*.avsc``, loaded once."""
-    return SchemaRegistry.from_directory(SCHEMA_DIR)
+    registry = SchemaRegistry.from_directory(SCHEMA_DIR)
+    # Earlier versions of our records may still sit on topics (retention, replays): their
+    # fingerprints must keep resolving, read into the current schema.
+    for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
+        registry.register(path, current=False)
+    return registry
 
 
 @functools.cache

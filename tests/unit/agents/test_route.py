@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from agents.route import channel_messages, delivery_id, fan_out, recipient_key
+from agents.route import (
+    channel_messages,
+    delivery_id,
+    failover_message,
+    fan_out,
+    recipient_key,
+)
 from streams.requests import normalize_request
 from streams.serde import serde
 
@@ -141,6 +147,7 @@ def test_channel_messages_yields_one_message_per_channel() -> None:
             "notification_id": "ntf_0001",
             "tenant_id": "acme",
             "channel": message["channel"],
+            "fallback_channels": [],
             "category": "orders",
             "priority": "high",
             "recipient": recipient,
@@ -184,3 +191,36 @@ def test_channel_messages_of_a_decoded_request_encode() -> None:
     decoded = request_codec.decode(request_codec.encode(single_recipient_request()))
     for message in channel_messages(decoded):
         assert message_codec.decode(message_codec.encode(message)) == message
+
+
+def test_push_is_one_delivery_per_device_token():
+    request = {
+        "tenant_id": "acme", "notification_id": "ntf_1", "category": "orders",
+        "priority": "normal", "channels": ["push"], "fallback_channels": ["sms"],
+        "recipients": [{"user_id": "u1", "push_tokens": ["fcm:a", "apns:b"], "phone": "+1"}],
+        "title": "t", "content": "c", "data": {}, "metadata": {}, "created_at": 1,
+    }
+    messages = list(channel_messages(request))
+    assert [m["recipient"]["push_tokens"] for m in messages] == [["fcm:a"], ["apns:b"]]
+    assert len({m["delivery_id"] for m in messages}) == 2
+    assert all(m["fallback_channels"] == ["sms"] for m in messages)
+
+
+def test_failover_moves_to_the_next_channel_with_a_stable_id():
+    request = {
+        "tenant_id": "acme", "notification_id": "ntf_1", "category": "orders",
+        "priority": "normal", "channels": ["push"], "fallback_channels": ["sms", "email"],
+        "recipients": [{"user_id": "u1", "push_tokens": ["fcm:a"], "phone": "+1",
+                        "email": "a@example.com"}],
+        "title": "t", "content": "c", "data": {"k": "v"}, "metadata": {}, "created_at": 1,
+    }
+    (push,) = channel_messages(request)
+    sms = failover_message(push)
+    assert sms is not None
+    assert (sms["channel"], sms["fallback_channels"]) == ("sms", ["email"])
+    assert sms["delivery_id"] == delivery_id("acme", "ntf_1", "sms", "u1")
+    assert sms["data"] == {"k": "v"} and sms["body"] == "c" and sms["attempt"] == 0
+    email = failover_message(sms)
+    assert email is not None and email["fallback_channels"] == []
+    assert failover_message(email) is None
+    assert failover_message(push) == sms  # the same failover twice is the same delivery

@@ -63,6 +63,7 @@ def test_the_json_line_normalizes_to_a_complete_request() -> None:
             }
         ],
         "channels": ["webhook"],
+        "fallback_channels": [],
         "template": None,
         "title": "Order shipped",
         "content": "Your order 1 has shipped",

@@ -45,6 +45,7 @@ def notification_request(**overrides: Any) -> dict[str, Any]:
         "category": "orders",
         "recipients": [recipient()],
         "channels": ["email", "sms"],
+        "fallback_channels": ["push"],
         "template": {"template_id": "order-shipped", "version": 3},
         "title": None,
         "content": None,
@@ -61,6 +62,7 @@ def channel_message(**overrides: Any) -> dict[str, Any]:
         "notification_id": "n-0001",
         "tenant_id": "acme",
         "channel": "email",
+        "fallback_channels": ["sms"],
         "category": "orders",
         "priority": "high",
         "recipient": recipient(),
@@ -146,6 +148,7 @@ def test_fields_with_defaults_may_be_left_out() -> None:
     decoded = serde("NotificationRequest").decode(serde("NotificationRequest").encode(minimal))
     assert decoded == minimal | {
         "priority": "normal",
+        "fallback_channels": [],
         "category": "general",
         "recipients": [
             {

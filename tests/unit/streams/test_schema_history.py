@@ -1,0 +1,38 @@
+"""Records written with an earlier version of a schema still decode with the current one."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import SCHEMA_DIR
+from streams.requests import normalize_request
+from streams.serde import AvroSerde, SchemaRegistry, default_registry, serde
+
+REQUEST = {
+    "tenant_id": "acme", "idempotency_key": "k1", "channels": ["webhook"],
+    "recipients": [{"user_id": "u1", "webhook_url": "https://example.com/hook"}],
+    "title": "Hello",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "history_file"),
+    [("NotificationRequest", "notification_request.v1.avsc")],
+)
+def test_v1_bytes_read_into_the_current_schema_with_defaults(name, history_file):
+    old = AvroSerde(name, default_registry(), schema=SCHEMA_DIR / "history" / history_file)
+    record = normalize_request(REQUEST)
+    record.pop("fallback_channels", None)
+    current = serde(name)
+    assert old.fingerprint != current.fingerprint
+    decoded = current.decode(old.encode(record))
+    assert decoded["fallback_channels"] == []
+    assert decoded["notification_id"] == record["notification_id"]
+
+
+def test_every_history_schema_is_known_to_the_default_registry():
+    paths = sorted((SCHEMA_DIR / "history").glob("*.avsc"))
+    assert paths
+    for path in paths:
+        fingerprint = SchemaRegistry.from_directory(SCHEMA_DIR).register(path, current=False)
+        assert default_registry().writer(fingerprint)  # raises SerializationError if unknown
