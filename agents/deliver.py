@@ -1,36 +1,40 @@
 """Deliver: one agent per enabled channel, sending through that channel's connector.
 
-Each delivery is checked against the delivered ledger first (delivery id → when it was
-delivered), so a replay, a retry that raced a late success, or reprocessing after a crash
-never sends the same delivery twice. The verdict decides the rest:
+Before a send: the delivered ledger (delivery id → when) stops a replay, a retry that raced a
+late success, or reprocessing after a crash from sending twice; the suppression table
+(tenant + channel + address) stops sends to an address a provider already called dead; the
+endpoint's circuit breaker keeps an unwell provider from being hammered. The verdict decides
+the rest:
 
     delivered        ledger entry + `delivered` status
-    retry            next retry tier (or dead letter when the tiers are exhausted)
-    address_invalid  dead letter + `endpoint_disabled` status (webhook 410 Gone)
-    rejected         dead letter + `dead_lettered` status
+    retry            next retry tier of this channel (dead letter when the tiers run out)
+    address_invalid  suppression entry + `address_invalid` status, then failover or dead letter
+    rejected         failover to the next fallback channel, or dead letter
+
+Ledger and suppression tables are written on the partition of the channel topic, which has
+the same key (`tenant/user`) and partition count as the dispatch topic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 import httpx
 
+from agents.breaker import CircuitBreaker
+from agents.channels import CHANNELS, Channel, check_channels
 from agents.context import Pipeline
 from agents.retry import DUE_HEADER, retry_tier_for, tier_for_wait
-from connectors import webhook
+from agents.route import failover_message
 from connectors.verdict import ConnectorError, Outcome, Verdict
-from streams.errors import ConfigError, TidingsError
-from streams.requests import now_ms
-from streams.settings import Settings
+from streams.errors import TidingsError
+from streams.requests import CHANNEL_ADDRESS, now_ms
 
 STAGE = "deliver"
 # Deliveries due within this many ms are sent now rather than parked again.
 _DUE_SLACK_MS = 50
-
-Sender = Callable[[Mapping[str, Any]], Awaitable[Verdict]]
 
 
 class RetriesExhausted(TidingsError):
@@ -42,28 +46,15 @@ class Rejected(TidingsError):
 
 
 class AddressInvalid(TidingsError):
-    """The address no longer takes messages (a webhook endpoint answering 410 Gone)."""
+    """The address no longer takes messages (410 Gone, an unregistered token, ...)."""
 
 
-def _webhook_sender(settings: Settings, client: httpx.AsyncClient) -> Sender:
-    config = webhook.WebhookConfig(settings.webhook_key(), timeout_s=settings.webhook_timeout_s)
-
-    async def send(message: Mapping[str, Any]) -> Verdict:
-        return await webhook.deliver(client, message, config)
-
-    return send
-
-
-# Channel → factory of its sender. Explicit, so what is enabled is what is listed here.
-SENDERS: dict[str, Callable[[Settings, httpx.AsyncClient], Sender]] = {
-    "webhook": _webhook_sender,
-}
-
-
-def check_channels(settings: Settings) -> None:
-    missing = sorted(set(settings.enabled_channels) - set(SENDERS))
-    if missing:
-        raise ConfigError(f"no connector for channels {missing} yet; enable only {sorted(SENDERS)}")
+def suppression_key(message: Mapping[str, Any]) -> str:
+    channel = message["channel"]
+    address = message["recipient"].get(CHANNEL_ADDRESS[channel])
+    if isinstance(address, list):  # push: one token per message
+        address = address[0] if address else ""
+    return f"{message['tenant_id']}/{channel}/{address}"
 
 
 class _SharedClient:
@@ -88,45 +79,83 @@ class _SharedClient:
             await client.aclose()
 
 
-def register(app: faust.App, pipeline: Pipeline) -> None:
-    settings = pipeline.settings
-    check_channels(settings)
-    if "webhook" in settings.enabled_channels:
-        settings.webhook_key()  # a missing secret stops the worker at start, not per message
-    ledger = app.Table("delivered", default=None, partitions=settings.partitions)
-    shared = _SharedClient(settings.delivery_concurrency)
-    tiers = settings.retry_tiers_s
+class Deliverer:
+    """The decisions of one delivery attempt, over the tables and topics of the pipeline."""
 
-    async def park(
-        event: faust.EventT[bytes], message: dict[str, Any], tier: int, due: int
-    ) -> None:
+    def __init__(self, app: faust.App, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.settings = settings = pipeline.settings
+        self.ledger = app.Table("delivered", default=None, partitions=settings.partitions)
+        self.suppressed = app.Table("suppressed", default=None, partitions=settings.partitions)
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def breaker(self, endpoint: str) -> CircuitBreaker:
+        breaker = self.breakers.get(endpoint)
+        if breaker is None:
+            s = self.settings
+            breaker = self.breakers[endpoint] = CircuitBreaker(
+                failure_threshold=s.breaker_failure_threshold, window_s=s.breaker_window_s,
+                min_calls=s.breaker_min_calls, cooldown_s=s.breaker_cooldown_s,
+            )
+        return breaker
+
+    async def park(self, event: faust.EventT[bytes], message: dict[str, Any], due: int) -> None:
+        """Send `message` to the retry tier of its channel that covers the wait until `due`."""
+        tiers = self.settings.retry_tiers_s
+        tier = tier_for_wait(max(0, due - now_ms()) / 1000, tiers)
         message["not_before"] = due
-        await pipeline.retries[message["channel"]][tier].send(
-            key=event.key, value=pipeline.message_serde.encode(message),
+        await self.pipeline.retries[message["channel"]][tier].send(
+            key=event.key, value=self.pipeline.message_serde.encode(message),
             headers=[(DUE_HEADER, str(due).encode())],
         )
 
-    async def handle(event: faust.EventT[bytes], send: Sender) -> None:
+    async def handle(self, event: faust.EventT[bytes], channel: Channel, channel_name: str
+                     ) -> None:
+        pipeline = self.pipeline
         message = pipeline.message_serde.decode(event.value)
         delivery_id = message["delivery_id"]
-        if ledger.get(delivery_id) is not None:
+        if self.ledger.get(delivery_id) is not None:
             await pipeline.emit_status(message, "duplicate", reason="already delivered")
             return
         now = now_ms()
-        wait_ms = message["not_before"] - now
-        if wait_ms > _DUE_SLACK_MS:
-            await park(event, message, tier_for_wait(wait_ms / 1000, tiers), message["not_before"])
+        if message["not_before"] - now > _DUE_SLACK_MS:
+            await self.park(event, message, message["not_before"])
             return
+        if self.suppressed.get(suppression_key(message)) is not None:
+            await pipeline.emit_status(message, "suppressed", reason="address is suppressed")
+            await self.give_up(event, message, AddressInvalid("address is suppressed"))
+            return
+        breaker = self.breaker(CHANNELS[channel_name].endpoint(message))
+        if not breaker.allows():
+            await self.breaker_open(event, message, breaker, now)
+            return
+
         message["attempt"] += 1
-        verdict = await send(message)
-        done = now_ms()
+        verdict = await channel.send(message)
+        breaker.record(failed=verdict.outcome is Outcome.RETRY)
+        await self.act_on(event, message, verdict)
+
+    async def breaker_open(self, event: faust.EventT[bytes], message: dict[str, Any],
+                           breaker: CircuitBreaker, now: int) -> None:
+        reason = f"circuit open for {CHANNELS[message['channel']].endpoint(message)}"
+        waited_s = (now - message["created_at"]) / 1000
+        if message.get("fallback_channels") and waited_s > self.settings.failover_after_s:
+            await self.give_up(event, message, Rejected(f"{reason} for {waited_s:.0f}s"))
+            return
+        await self.park(event, message, now + int(max(breaker.retry_in_s(), 1) * 1000))
+        await self.pipeline.emit_status(message, "retrying", reason=reason)
+
+    async def act_on(self, event: faust.EventT[bytes], message: dict[str, Any],
+                     verdict: Verdict) -> None:
+        pipeline, done = self.pipeline, now_ms()
         if verdict.outcome is Outcome.DELIVERED:
-            ledger[delivery_id] = done
+            self.ledger[message["delivery_id"]] = done
             await pipeline.emit_status(
                 message, "delivered", status_code=verdict.status_code,
                 latency_ms=max(0, done - message["created_at"]), at_ms=done,
             )
         elif verdict.outcome is Outcome.RETRY:
+            tiers = self.settings.retry_tiers_s
             tier = retry_tier_for(message["attempt"], tiers, verdict.retry_after)
             if tier is None:
                 await pipeline.dead_letter(
@@ -134,36 +163,64 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     attempts=message["attempt"], decoded=message,
                 )
                 return
-            delay_ms = int(max(tiers[tier], verdict.retry_after or 0) * 1000)
             message["last_error"] = verdict.reason
-            await park(event, message, tier, done + delay_ms)
+            delay_s = max(tiers[tier], verdict.retry_after or 0)
+            await self.park(event, message, done + int(delay_s * 1000))
             await pipeline.emit_status(message, "retrying", reason=verdict.reason,
                                        status_code=verdict.status_code)
         elif verdict.outcome is Outcome.ADDRESS_INVALID:
-            await pipeline.emit_status(message, "endpoint_disabled", reason=verdict.reason,
+            self.suppressed[suppression_key(message)] = done
+            status = "endpoint_disabled" if message["channel"] == "webhook" else "address_invalid"
+            await pipeline.emit_status(message, status, reason=verdict.reason,
                                        status_code=verdict.status_code)
-            await pipeline.dead_letter(STAGE, AddressInvalid(verdict.reason), event,
-                                       attempts=message["attempt"], decoded=message)
+            await self.give_up(event, message, AddressInvalid(verdict.reason))
         else:
-            await pipeline.dead_letter(STAGE, Rejected(verdict.reason), event,
-                                       attempts=message["attempt"], decoded=message)
+            await self.give_up(event, message, Rejected(verdict.reason))
 
-    for channel, topic in pipeline.channels.items():
-        factory = SENDERS[channel]
+    async def give_up(self, event: faust.EventT[bytes], message: dict[str, Any],
+                      error: TidingsError) -> None:
+        """This channel ended without a delivery: the next fallback channel, or a dead letter."""
+        following = failover_message(message)
+        if following is not None and following["channel"] in self.pipeline.channels:
+            await self.pipeline.channels[following["channel"]].send(
+                key=event.key, value=self.pipeline.message_serde.encode(following)
+            )
+            await self.pipeline.emit_status(
+                message, "failover",
+                reason=f"{message['channel']} → {following['channel']}: {error}",
+            )
+            return
+        await self.pipeline.dead_letter(STAGE, error, event, attempts=message["attempt"],
+                                        decoded=message)
 
-        async def deliver(stream: faust.StreamT[bytes], factory: Any = factory) -> None:
-            send = factory(settings, shared.acquire())
+
+def register(app: faust.App, pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+    check_channels(settings)
+    deliverer = Deliverer(app, pipeline)
+    shared = _SharedClient(settings.delivery_concurrency)
+
+    for channel_name, topic in pipeline.channels.items():
+        spec = CHANNELS[channel_name]
+
+        async def deliver(stream: faust.StreamT[bytes], spec: Any = spec,
+                          channel_name: str = channel_name) -> None:
+            channel = spec.build(settings, shared.acquire())
             try:
                 async for event in stream.events():
                     async with pipeline.guard(STAGE, event):
                         try:
-                            await handle(event, send)
+                            await deliverer.handle(event, channel, channel_name)
                         except ConnectorError as exc:
+                            # The message can never be sent as it is (no valid address, too
+                            # large, header injection): this channel is done with it.
                             message = pipeline.message_serde.decode(event.value)
-                            await pipeline.dead_letter(STAGE, exc, event, decoded=message,
-                                                       attempts=message["attempt"])
+                            await deliverer.give_up(event, message, Rejected(str(exc)))
             finally:
+                await channel.aclose()
                 await shared.release()
 
-        app.agent(topic, name=f"tidings.deliver.{channel}",
+        # Each channel is its own agent (its own consumer of its topic and its own retry
+        # tiers), so a slow provider never delays another channel's deliveries.
+        app.agent(topic, name=f"tidings.deliver.{channel_name}",
                   concurrency=settings.delivery_concurrency)(deliver)

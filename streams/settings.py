@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     # Retries: one topic per tier, each with a fixed delay, so a tier is ordered by due time.
     retry_tiers_s: tuple[float, ...] = (5.0, 30.0, 300.0, 1800.0)
 
+    # Circuit breaker per provider endpoint: opens when this share of calls failed within the
+    # window (given at least `min_calls`), lets trial calls through after the cool-down.
+    breaker_failure_threshold: float = Field(0.5, gt=0, le=1)
+    breaker_window_s: float = Field(30.0, gt=0)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_cooldown_s: float = Field(15.0, gt=0)
+    # A message whose provider's breaker is still open this long after it was published moves
+    # to its next fallback channel (if it names one).
+    failover_after_s: float = Field(300.0, ge=0)
+
     # Webhook channel (Standard Webhooks): `whsec_` + base64 of the signing key.
     webhook_secret: SecretStr | None = None
     # Standard Webhooks recommends 15-30 s so endpoints can process before answering.
