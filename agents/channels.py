@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import SecretStr
 
-from connectors import webhook
-from connectors.verdict import Verdict
+from connectors import apns, slack, webhook
+from connectors.verdict import InvalidMessage, Verdict
 from streams.errors import ConfigError
 from streams.settings import Settings
 
@@ -52,8 +53,74 @@ def _webhook_endpoint(message: Mapping[str, Any]) -> str:
     return f"webhook:{urlsplit(url).netloc}"
 
 
+def _secret(value: SecretStr | None, variable: str) -> str:
+    if value is None:
+        raise ConfigError(f"{variable} is not set")
+    return value.get_secret_value()
+
+
+def _slack_config(settings: Settings) -> slack.SlackConfig:
+    token = settings.slack_bot_token
+    return slack.SlackConfig(
+        bot_token=token.get_secret_value() if token else "",
+        base_url=settings.slack_base_url,
+        webhook_url_prefixes=settings.slack_webhook_url_prefixes,
+        timeout_s=settings.slack_timeout_s,
+    )
+
+
+def _slack(settings: Settings, client: httpx.AsyncClient) -> Channel:
+    return slack.SlackChannel(_slack_config(settings), client)
+
+
+def _apns_config(settings: Settings) -> apns.ApnsConfig:
+    return apns.ApnsConfig(
+        team_id=settings.apns_team_id or "",
+        key_id=settings.apns_key_id or "",
+        private_key=_secret(settings.apns_private_key, "TIDINGS_APNS_PRIVATE_KEY"),
+        topic=settings.apns_topic or "",
+        base_url=settings.apns_base_url,
+        ttl_s=settings.apns_ttl_s,
+        ca_file=settings.apns_ca_file,
+        timeout_s=settings.apns_timeout_s,
+    )
+
+
+class _PushChannel:
+    """Push goes to APNs for `apns:` tokens and to FCM for the rest (`fcm:` or bare)."""
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+        self._providers: dict[str, Channel] = {}
+        if settings.apns_private_key is not None:
+            self._providers["apns"] = apns.ApnsChannel(_apns_config(settings), client)
+
+    async def send(self, message: Mapping[str, Any]) -> Verdict:
+        provider = _push_provider(message)
+        channel = self._providers.get(provider)
+        if channel is None:
+            raise InvalidMessage(f"no {provider} push provider is configured for this token")
+        return await channel.send(message)
+
+    async def aclose(self) -> None:
+        for channel in self._providers.values():
+            await channel.aclose()
+
+
+def _push_provider(message: Mapping[str, Any]) -> str:
+    tokens = message["recipient"].get("push_tokens") or [""]
+    return "apns" if tokens[0].startswith("apns:") else "fcm"
+
+
+def _slack_endpoint(message: Mapping[str, Any]) -> str:
+    address = message["recipient"].get("slack") or ""
+    # Incoming webhooks each have their own URL; the Web API is one endpoint.
+    return f"slack:{urlsplit(address).netloc}" if "://" in address else "slack:web-api"
+
+
 CHANNELS: dict[str, ChannelSpec] = {
     "webhook": ChannelSpec(_WebhookChannel, _webhook_endpoint),
+    "slack": ChannelSpec(_slack, _slack_endpoint),
+    "push": ChannelSpec(_PushChannel, lambda message: f"push:{_push_provider(message)}"),
 }
 
 
@@ -64,3 +131,10 @@ def check_channels(settings: Settings) -> None:
         raise ConfigError(f"no connector for channels {missing}; available: {sorted(CHANNELS)}")
     if "webhook" in settings.enabled_channels:
         settings.webhook_key()
+    try:
+        if "slack" in settings.enabled_channels:
+            _slack_config(settings)
+        if "push" in settings.enabled_channels and settings.apns_private_key is not None:
+            _apns_config(settings)
+    except ValueError as exc:
+        raise ConfigError(f"invalid channel settings: {exc}") from None

@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     # Standard Webhooks recommends 15-30 s so endpoints can process before answering.
     webhook_timeout_s: float = Field(15.0, gt=0)
 
+    # Slack: a bot token for chat.postMessage; incoming-webhook URLs must start with a prefix.
+    slack_bot_token: SecretStr | None = None
+    slack_base_url: str = "https://slack.com"
+    slack_webhook_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
+    slack_timeout_s: float = Field(30.0, gt=0)
+
+    # Push, APNs: the provider token is signed with a .p8 key (ES256).
+    apns_team_id: str | None = None
+    apns_key_id: str | None = None
+    apns_private_key: SecretStr | None = None
+    apns_topic: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_ttl_s: int = Field(86400, ge=0)
+    apns_ca_file: str | None = None
+    apns_timeout_s: float = Field(10.0, gt=0)
+
     @field_validator("enabled_channels")
     @classmethod
     def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
