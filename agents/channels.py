@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from connectors import apns, slack, webhook
+from connectors import apns, email, fcm, slack, sms, webhook
 from connectors.verdict import InvalidMessage, Verdict
 from streams.errors import ConfigError
 from streams.settings import Settings
@@ -33,18 +33,21 @@ class ChannelSpec:
     endpoint: Callable[[Mapping[str, Any]], str]
 
 
-class _WebhookChannel:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
-        self._client = client
-        self._config = webhook.WebhookConfig(
-            settings.webhook_key(), timeout_s=settings.webhook_timeout_s
-        )
+def _webhook_config(settings: Settings) -> webhook.WebhookConfig:
+    previous = tuple(s.get_secret_value() for s in settings.webhook_previous_secrets)
+    return webhook.WebhookConfig(
+        secrets=(settings.webhook_key(), *previous),
+        timeout_s=settings.webhook_timeout_s,
+        ssrf_guard=settings.webhook_ssrf_guard,
+        allowed_networks=settings.webhook_allowed_networks,
+    )
 
-    async def send(self, message: Mapping[str, Any]) -> Verdict:
-        return await webhook.deliver(self._client, message, self._config)
 
-    async def aclose(self) -> None:
-        return None
+def _webhook(settings: Settings, client: httpx.AsyncClient) -> Channel:
+    # Its own client: the SSRF guard resolves each host once, checks the addresses and
+    # connects to the checked one, so it owns the connection pool (connectors/ssrf.py).
+    del client
+    return webhook.WebhookChannel(_webhook_config(settings))
 
 
 def _webhook_endpoint(message: Mapping[str, Any]) -> str:
@@ -57,6 +60,44 @@ def _secret(value: SecretStr | None, variable: str) -> str:
     if value is None:
         raise ConfigError(f"{variable} is not set")
     return value.get_secret_value()
+
+
+def _email_config(settings: Settings) -> email.EmailConfig:
+    if not settings.smtp_from:
+        raise ConfigError("TIDINGS_SMTP_FROM is not set")
+    return email.EmailConfig(
+        from_address=settings.smtp_from,
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else "",
+        tls_mode=settings.smtp_tls_mode,
+        validate_certs=settings.smtp_validate_certs,
+        ca_file=settings.smtp_ca_file,
+        timeout_s=settings.smtp_timeout_s,
+        max_connections=settings.smtp_max_connections,
+        unsubscribe_url=settings.email_unsubscribe_url,
+    )
+
+
+def _email(settings: Settings, client: httpx.AsyncClient) -> Channel:
+    return email.EmailChannel(_email_config(settings))
+
+
+def _twilio_config(settings: Settings) -> sms.TwilioConfig:
+    return sms.TwilioConfig(
+        account_sid=settings.twilio_account_sid or "",
+        auth_token=_secret(settings.twilio_auth_token, "TIDINGS_TWILIO_AUTH_TOKEN"),
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        base_url=settings.twilio_base_url,
+        status_callback=settings.twilio_status_callback,
+        timeout_s=settings.twilio_timeout_s,
+    )
+
+
+def _sms(settings: Settings, client: httpx.AsyncClient) -> Channel:
+    return sms.TwilioChannel(_twilio_config(settings), client)
 
 
 def _slack_config(settings: Settings) -> slack.SlackConfig:
@@ -86,6 +127,15 @@ def _apns_config(settings: Settings) -> apns.ApnsConfig:
     )
 
 
+def _fcm_config(settings: Settings) -> fcm.FcmConfig:
+    return fcm.FcmConfig(
+        service_account=_secret(settings.fcm_service_account, "TIDINGS_FCM_SERVICE_ACCOUNT"),
+        base_url=settings.fcm_base_url,
+        token_uri=settings.fcm_token_uri,
+        timeout_s=settings.fcm_timeout_s,
+    )
+
+
 class _PushChannel:
     """Push goes to APNs for `apns:` tokens and to FCM for the rest (`fcm:` or bare)."""
 
@@ -93,6 +143,8 @@ class _PushChannel:
         self._providers: dict[str, Channel] = {}
         if settings.apns_private_key is not None:
             self._providers["apns"] = apns.ApnsChannel(_apns_config(settings), client)
+        if settings.fcm_service_account is not None:
+            self._providers["fcm"] = fcm.FcmChannel(_fcm_config(settings), client)
 
     async def send(self, message: Mapping[str, Any]) -> Verdict:
         provider = _push_provider(message)
@@ -118,8 +170,10 @@ def _slack_endpoint(message: Mapping[str, Any]) -> str:
 
 
 CHANNELS: dict[str, ChannelSpec] = {
-    "webhook": ChannelSpec(_WebhookChannel, _webhook_endpoint),
+    "webhook": ChannelSpec(_webhook, _webhook_endpoint),
     "slack": ChannelSpec(_slack, _slack_endpoint),
+    "sms": ChannelSpec(_sms, lambda message: "sms:twilio"),
+    "email": ChannelSpec(_email, lambda message: "email:smtp"),
     "push": ChannelSpec(_PushChannel, lambda message: f"push:{_push_provider(message)}"),
 }
 
@@ -129,12 +183,22 @@ def check_channels(settings: Settings) -> None:
     missing = sorted(set(settings.enabled_channels) - set(CHANNELS))
     if missing:
         raise ConfigError(f"no connector for channels {missing}; available: {sorted(CHANNELS)}")
-    if "webhook" in settings.enabled_channels:
-        settings.webhook_key()
     try:
+        if "webhook" in settings.enabled_channels:
+            _webhook_config(settings)
+        if "email" in settings.enabled_channels:
+            _email_config(settings)
+        if "sms" in settings.enabled_channels:
+            _twilio_config(settings)
         if "slack" in settings.enabled_channels:
             _slack_config(settings)
-        if "push" in settings.enabled_channels and settings.apns_private_key is not None:
-            _apns_config(settings)
+        if "push" in settings.enabled_channels:
+            if settings.apns_private_key is None and settings.fcm_service_account is None:
+                raise ConfigError("the push channel needs TIDINGS_FCM_SERVICE_ACCOUNT and/or "
+                                  "TIDINGS_APNS_PRIVATE_KEY")
+            if settings.apns_private_key is not None:
+                _apns_config(settings)
+            if settings.fcm_service_account is not None:
+                _fcm_config(settings)
     except ValueError as exc:
         raise ConfigError(f"invalid channel settings: {exc}") from None

@@ -31,6 +31,7 @@ from agents.route import failover_message
 from connectors.verdict import ConnectorError, Outcome, Verdict
 from streams.errors import TidingsError
 from streams.requests import CHANNEL_ADDRESS, now_ms
+from streams.settings import Settings
 
 STAGE = "deliver"
 # Deliveries due within this many ms are sent now rather than parked again.
@@ -57,24 +58,33 @@ def suppression_key(message: Mapping[str, Any]) -> str:
     return f"{message['tenant_id']}/{channel}/{address}"
 
 
-class _SharedClient:
-    """One HTTP client per worker, shared by every concurrent actor of every channel."""
+class _Connectors:
+    """One connector per channel and one HTTP client per worker, shared by every concurrent
+    actor: connection pools, OAuth and provider tokens are per worker, not per actor."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        concurrency = settings.delivery_concurrency
         self._limits = httpx.Limits(max_connections=concurrency * 2,
                                     max_keepalive_connections=concurrency)
         self._client: httpx.AsyncClient | None = None
+        self._channels: dict[str, Channel] = {}
         self._users = 0
 
-    def acquire(self) -> httpx.AsyncClient:
+    def acquire(self, name: str) -> Channel:
         if self._client is None:
             self._client = httpx.AsyncClient(limits=self._limits, follow_redirects=False)
+        if name not in self._channels:
+            self._channels[name] = CHANNELS[name].build(self._settings, self._client)
         self._users += 1
-        return self._client
+        return self._channels[name]
 
     async def release(self) -> None:
         self._users -= 1
         if self._users == 0 and self._client is not None:
+            channels, self._channels = self._channels, {}
+            for channel in channels.values():
+                await channel.aclose()
             client, self._client = self._client, None
             await client.aclose()
 
@@ -198,14 +208,13 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     settings = pipeline.settings
     check_channels(settings)
     deliverer = Deliverer(app, pipeline)
-    shared = _SharedClient(settings.delivery_concurrency)
+    connectors = _Connectors(settings)
 
     for channel_name, topic in pipeline.channels.items():
-        spec = CHANNELS[channel_name]
 
-        async def deliver(stream: faust.StreamT[bytes], spec: Any = spec,
-                          channel_name: str = channel_name) -> None:
-            channel = spec.build(settings, shared.acquire())
+        async def deliver(stream: faust.StreamT[bytes], channel_name: str = channel_name
+                          ) -> None:
+            channel = connectors.acquire(channel_name)
             try:
                 async for event in stream.events():
                     async with pipeline.guard(STAGE, event):
@@ -217,8 +226,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                             message = pipeline.message_serde.decode(event.value)
                             await deliverer.give_up(event, message, Rejected(str(exc)))
             finally:
-                await channel.aclose()
-                await shared.release()
+                await connectors.release()
 
         # Each channel is its own agent (its own consumer of its topic and its own retry
         # tiers), so a slow provider never delays another channel's deliveries.

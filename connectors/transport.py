@@ -3,8 +3,9 @@
 Connectors are sans-IO: each builds an :class:`HttpRequest` and classifies a
 ``(status, headers, body)`` triple with pure functions. :func:`send` is the thin
 edge between them. It never raises for a network failure: a refused connection,
-a reset or a timeout becomes a retry :class:`Verdict`, so an agent only ever
-handles verdicts.
+a reset or a timeout becomes a retry :class:`Verdict`, and an address the SSRF
+guard refuses (:mod:`connectors.ssrf`) becomes the verdict it carries, so an
+agent only ever handles verdicts.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import asyncio
 import datetime
 import email.utils
 import time
+import zlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 
+from connectors.ssrf import AddressCheckFailed
 from connectors.verdict import HttpRequest, Verdict
 
 Classifier = Callable[[int, Mapping[str, str], bytes], Verdict]
@@ -24,56 +28,101 @@ Classifier = Callable[[int, Mapping[str, str], bytes], Verdict]
 
 # Classifiers quote at most a few hundred characters of a response body, and the
 # endpoints we call are often customers' (webhooks): reading a body without a
-# bound would let one endpoint stream megabytes into a worker.
+# bound would let one endpoint stream megabytes into a worker. The bound is on
+# the bytes read off the wire and on the decoded bytes alike: a gzip body
+# expands about 1000 times, so one 64 KiB chunk decoded by httpx's unbounded
+# decoder could still be 64 MiB. We ask for no content coding and decode a
+# gzip/deflate answer that comes anyway ourselves, with an output limit.
 MAX_RESPONSE_BODY_BYTES = 64 * 1024
 
 
 async def send(
-    client: httpx.AsyncClient, request: HttpRequest, timeout_s: float, classify: Classifier
+    client: httpx.AsyncClient,
+    request: HttpRequest,
+    timeout_s: float,
+    classify: Classifier,
+    *,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Send ``request`` once and classify the answer; network failures become verdicts.
 
-    ``timeout_s`` bounds the whole attempt (connect, send, response), not each
-    read: httpx's own timeouts apply per operation, so an endpoint that drips a
-    byte at a time would otherwise hold the attempt open indefinitely.
-    Redirects are never followed; the connector's classifier decides what a 3xx means.
+    ``timeout_s`` bounds the whole attempt (DNS, connect, send, response), not
+    each read: httpx's own timeouts apply per operation, so an endpoint that
+    drips a byte at a time would otherwise hold the attempt open indefinitely.
+    At most :data:`MAX_RESPONSE_BODY_BYTES` of the body are read.
+    Redirects are never followed; the connector's classifier decides what a 3xx
+    means. ``extensions`` are httpx request extensions (e.g. an httpcore ``trace``).
     """
+    headers = dict(request.headers)
+    if header_value(headers, "accept-encoding") is None:  # a connector may ask for a coding
+        headers["accept-encoding"] = "identity"
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream(
                 request.method,
                 request.url,
-                headers=request.headers,
+                headers=headers,
                 content=request.content,
                 timeout=timeout_s,
                 follow_redirects=False,
+                extensions=dict(extensions) if extensions else None,
             ) as response:
                 body = await _read_bounded(response, MAX_RESPONSE_BODY_BYTES)
-    except (httpx.RequestError, httpx.InvalidURL, TimeoutError) as exc:
+    except (httpx.RequestError, httpx.InvalidURL, TimeoutError, AddressCheckFailed) as exc:
         return classify_exception(exc)
     return classify(response.status_code, response.headers, body)
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    if response.is_stream_consumed:
+        # Built with its body in memory (httpx.MockTransport) and already decoded.
+        return response.content[:limit]
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         chunks.append(chunk)
         size += len(chunk)
         if size >= limit:
             break
-    return b"".join(chunks)[:limit]
+    raw = b"".join(chunks)[:limit]
+    return _decode_bounded(raw, response.headers.get("content-encoding", ""), limit)
+
+
+def _decode_bounded(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    """``raw`` decoded per Content-Encoding, to at most ``limit`` bytes.
+
+    Only a single gzip or deflate coding is decoded (RFC 9110 §8.4.1); anything
+    else, or a body that does not decode (it may be cut at the read bound), is
+    given to the classifier as it came, since classifiers only quote bodies.
+    """
+    coding = content_encoding.strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return raw
+    # wbits 32 + MAX_WBITS accepts a gzip or a zlib header; "deflate" sent as a
+    # bare deflate stream (a common server bug httpx also tolerates) needs -MAX_WBITS.
+    for wbits in (32 + zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        try:
+            return zlib.decompressobj(wbits).decompress(raw, limit)
+        except zlib.error:
+            continue
+    return raw
 
 
 def classify_exception(exc: BaseException) -> Verdict:
     """Verdict for an attempt that got no HTTP response.
 
-    Every transport failure is retried. A timeout after the request was written
+    Every transport failure is retried; the SSRF guard's refusals carry their
+    own verdict (a refused address is permanent, an unresolved name retried).
+    A timeout after the request was written
     may mean the provider acted on it anyway; the retry then repeats it, which is
     why each attempt carries the stable delivery id (``webhook-id`` and the like)
     for the receiver to de-duplicate on.
     """
     name = type(exc).__name__
+    if isinstance(exc, AddressCheckFailed):
+        return exc.verdict
     if isinstance(exc, httpx.InvalidURL):
         return Verdict.address_invalid(f"{name}: {exc}")
     if isinstance(exc, TimeoutError):

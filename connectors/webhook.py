@@ -10,16 +10,30 @@ attempt, not of the event, to stop replays, and receivers reject timestamps
 more than 5 minutes from their clock (the tolerance the reference libraries,
 such as the ``standardwebhooks`` package, enforce). Re-sending an old request
 as it was would therefore fail verification; build it again for every attempt.
+
+Key rotation: the config holds one or more secrets and every request carries
+one ``v1,<signature>`` per secret, space-separated, as the spec allows
+("multiple signatures ... delimited by spaces"). A receiver verifies if any of
+them matches, so it can move from the old secret to the new one at its own pace
+while both are configured; drop the old one once every receiver has moved.
+
+SSRF: webhook URLs come from tenants, so with ``ssrf_guard`` (the default) an
+address that is not public is refused unless ``allowed_networks`` opens it
+(see :mod:`connectors.ssrf`). :class:`WebhookChannel` and :func:`make_client`
+build a :class:`~connectors.ssrf.GuardedClient`, which checks each address
+where it connects; given any other client, :func:`deliver` checks the host
+before the request and the peer of every new connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -28,15 +42,18 @@ import httpx
 import orjson
 from standardwebhooks import Webhook
 
+from connectors import ssrf
 from connectors.transport import classify_exception, header_value, retry_after_seconds, send
 from connectors.verdict import HttpRequest, InvalidMessage, Outcome, Verdict
 
 __all__ = [
+    "WebhookChannel",
     "WebhookConfig",
     "build_request",
     "classify",
     "classify_exception",
     "deliver",
+    "make_client",
 ]
 
 # Standard Webhooks §"Request timeouts": "A recommended request timeout value for
@@ -66,24 +83,55 @@ _BODY_EXCERPT_CHARS: Final = 200
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
-    secret: str = field(repr=False)
-    """Signing secret, ``whsec_`` + base64 of 24 to 64 random bytes."""
+    """How to sign and send webhooks. ``WebhookConfig(secret)`` signs with one secret;
+    ``WebhookConfig(secrets=(new, old))`` signs with each while a key rotates."""
+
+    secret: str = field(default="", repr=False)
+    """The first signing secret, ``whsec_`` + base64 of 24 to 64 random bytes;
+    filled from ``secrets`` when only those are given."""
     timeout_s: float = REQUEST_TIMEOUT_S
     user_agent: str = "Tidings-Webhooks/0.1"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Every signing secret, ``secret`` first; ``(secret,)`` when not given."""
+    ssrf_guard: bool = True
+    """Refuse endpoints whose address is not public (see :mod:`connectors.ssrf`)."""
+    allowed_networks: tuple[str, ...] = ()
+    """CIDR ranges the guard lets through anyway, e.g. ``("127.0.0.0/8",)`` for local runs."""
 
     def __post_init__(self) -> None:
-        if not self.secret.startswith(_KEY_PREFIX):
-            raise ValueError(f"webhook secret must start with {_KEY_PREFIX!r}")
-        try:
-            key = base64.b64decode(self.secret.removeprefix(_KEY_PREFIX), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("webhook secret is not valid base64 after 'whsec_'") from exc
-        if len(key) not in _KEY_BYTES:
-            raise ValueError(
-                f"webhook secret decodes to {len(key)} bytes; Standard Webhooks needs 24 to 64"
-            )
+        secrets = tuple(self.secrets) or ((self.secret,) if self.secret else ())
+        if not secrets:
+            raise ValueError("a webhook secret is needed (secret or secrets)")
+        if self.secret and self.secret != secrets[0]:
+            raise ValueError("webhook secret must be the first of secrets when both are given")
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("webhook secrets must not repeat")
+        for secret in secrets:
+            _check_secret(secret)
+        # Frozen: the normalised values are set the way dataclasses set them.
+        object.__setattr__(self, "secrets", secrets)
+        object.__setattr__(self, "secret", secrets[0])
+        object.__setattr__(self, "allowed_networks", tuple(self.allowed_networks))
+        ssrf.address_policy(self.allowed_networks)  # raises ValueError for a bad CIDR
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+
+    @property
+    def address_policy(self) -> ssrf.AddressPolicy:
+        return ssrf.address_policy(self.allowed_networks)
+
+
+def _check_secret(secret: str) -> None:
+    if not secret.startswith(_KEY_PREFIX):
+        raise ValueError(f"webhook secret must start with {_KEY_PREFIX!r}")
+    try:
+        key = base64.b64decode(secret.removeprefix(_KEY_PREFIX), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("webhook secret is not valid base64 after 'whsec_'") from exc
+    if len(key) not in _KEY_BYTES:
+        raise ValueError(
+            f"webhook secret decodes to {len(key)} bytes; Standard Webhooks needs 24 to 64"
+        )
 
 
 def build_request(message: Mapping[str, Any], config: WebhookConfig, *, now: int) -> HttpRequest:
@@ -103,7 +151,7 @@ def build_request(message: Mapping[str, Any], config: WebhookConfig, *, now: int
         )
 
     signed_at = datetime.datetime.fromtimestamp(now, tz=datetime.UTC)
-    signature = Webhook(config.secret).sign(msg_id, signed_at, body.decode())
+    signature = _signatures(config.secrets, msg_id, signed_at, body.decode())
     return HttpRequest(
         method="POST",
         url=url,
@@ -116,6 +164,14 @@ def build_request(message: Mapping[str, Any], config: WebhookConfig, *, now: int
         },
         content=body,
     )
+
+
+def _signatures(
+    secrets: Sequence[str], msg_id: str, signed_at: datetime.datetime, body: str
+) -> str:
+    # Standard Webhooks §"Signature scheme": "the signature header can contain
+    # multiple signatures ... delimited by spaces", each "v1,<base64>".
+    return " ".join(Webhook(secret).sign(msg_id, signed_at, body) for secret in secrets)
 
 
 def _webhook_url(message: Mapping[str, Any]) -> str:
@@ -223,9 +279,64 @@ async def deliver(
 ) -> Verdict:
     """Build, sign and send one attempt at ``message``.
 
+    With ``config.ssrf_guard``, an endpoint address the guard refuses comes back
+    as ``address_invalid`` and a name that does not resolve as ``retry``. A
+    client from :func:`make_client` checks addresses as it connects; for any
+    other client the host is checked first and each new connection's peer too.
+
     Raises :class:`InvalidMessage` when the message cannot be sent; every answer
     and network failure comes back as a :class:`Verdict`.
     """
     attempt_at = int(time.time()) if now is None else now
     request = build_request(message, config, now=attempt_at)
-    return await send(client, request, config.timeout_s, classify)
+    policy = config.address_policy
+    if not config.ssrf_guard or (
+        isinstance(client, ssrf.GuardedClient) and client.policy == policy
+    ):
+        return await send(client, request, config.timeout_s, classify)
+
+    deadline = time.monotonic() + config.timeout_s
+    try:
+        host = httpx.URL(request.url).raw_host.decode("ascii")
+        async with asyncio.timeout(config.timeout_s):
+            await ssrf.check_host(host, policy)
+    except (httpx.InvalidURL, TimeoutError, ssrf.AddressCheckFailed) as exc:
+        return classify_exception(exc)
+    remaining = max(deadline - time.monotonic(), 0.001)
+    trace = ssrf.peer_check(host, policy)
+    return await send(client, request, remaining, classify, extensions={"trace": trace})
+
+
+def make_client(
+    config: WebhookConfig,
+    *,
+    limits: httpx.Limits | None = None,
+    resolve: ssrf.Resolve = ssrf.resolve_host,
+) -> httpx.AsyncClient:
+    """An HTTP client for webhook deliveries: guarded by ``config``'s address policy
+    when ``config.ssrf_guard``. ``resolve`` replaces DNS (for tests)."""
+    limits = ssrf.DEFAULT_LIMITS if limits is None else limits
+    if config.ssrf_guard:
+        return ssrf.GuardedClient(config.address_policy, resolve=resolve, limits=limits)
+    return httpx.AsyncClient(limits=limits, follow_redirects=False)
+
+
+class WebhookChannel:
+    """The webhook channel: one signed Standard Webhooks POST per :meth:`send`.
+
+    Without a ``client`` it makes its own (:func:`make_client`) and closes it in
+    :meth:`aclose`; a client given to it is shared and left open.
+    """
+
+    def __init__(self, config: WebhookConfig, client: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self._owns_client = client is None
+        self._client = make_client(config) if client is None else client
+
+    async def send(self, message: Mapping[str, Any]) -> Verdict:
+        """One attempt at ``message``; raises :class:`InvalidMessage` if it can never be sent."""
+        return await deliver(self._client, message, self.config)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

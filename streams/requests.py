@@ -27,7 +27,8 @@ _RECIPIENT_FIELDS = {
 }
 _REQUEST_FIELDS = {
     "tenant_id", "notification_id", "idempotency_key", "priority", "category", "recipients",
-    "channels", "fallback_channels", "template", "title", "content", "data", "metadata", "created_at", "send_at",
+    "channels", "fallback_channels", "template", "title", "content", "data", "metadata",
+    "created_at", "send_at",
 }
 # Which recipient field addresses each channel.
 CHANNEL_ADDRESS = {

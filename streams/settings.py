@@ -82,14 +82,49 @@ class Settings(BaseSettings):
 
     # Webhook channel (Standard Webhooks): `whsec_` + base64 of the signing key.
     webhook_secret: SecretStr | None = None
+    # Key rotation: deliveries are signed with the current secret and each of these, so
+    # receivers that still hold an older one keep verifying during the change-over.
+    webhook_previous_secrets: tuple[SecretStr, ...] = ()
+    # The SSRF guard refuses endpoints on loopback, private, link-local, CGNAT and
+    # unique-local addresses; these CIDRs are opened (e.g. ["127.0.0.0/8"] for local runs).
+    webhook_ssrf_guard: bool = True
+    webhook_allowed_networks: tuple[str, ...] = ()
     # Standard Webhooks recommends 15-30 s so endpoints can process before answering.
     webhook_timeout_s: float = Field(15.0, gt=0)
+
+    # Email over SMTP. `starttls` never falls back to plain text; `none` is for local servers.
+    smtp_host: str = "localhost"
+    smtp_port: int | None = None
+    smtp_from: str | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls_mode: Literal["none", "starttls", "implicit"] = "starttls"
+    smtp_validate_certs: bool = True
+    smtp_ca_file: str | None = None
+    smtp_timeout_s: float = Field(60.0, gt=0)
+    smtp_max_connections: int = Field(4, ge=1)
+    email_unsubscribe_url: str = "http://127.0.0.1:6066/v1/unsubscribe?d={delivery_id}"
+
+    # SMS, Twilio Messages API: a sender number or a Messaging Service.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_status_callback: str | None = None
+    twilio_timeout_s: float = Field(10.0, gt=0)
 
     # Slack: a bot token for chat.postMessage; incoming-webhook URLs must start with a prefix.
     slack_bot_token: SecretStr | None = None
     slack_base_url: str = "https://slack.com"
     slack_webhook_url_prefixes: tuple[str, ...] = ("https://hooks.slack.com/",)
     slack_timeout_s: float = Field(30.0, gt=0)
+
+    # Push, FCM HTTP v1: the service-account key file (JSON text or a path to it).
+    fcm_service_account: SecretStr | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_uri: str | None = None
+    fcm_timeout_s: float = Field(10.0, gt=0)
 
     # Push, APNs: the provider token is signed with a .p8 key (ES256).
     apns_team_id: str | None = None

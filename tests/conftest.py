@@ -77,6 +77,9 @@ def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Env:
         TIDINGS_DATA_DIR=str(tmp_path / "worker"),
         TIDINGS_WEB_PORT=str(kafka_local.free_port()),
         TIDINGS_WEBHOOK_SECRET=SECRET,
+        # The receivers and emulators of the tests listen on loopback, which the webhook
+        # channel's SSRF guard refuses unless it is allowed.
+        TIDINGS_WEBHOOK_ALLOWED_NETWORKS='["127.0.0.0/8"]',
         TIDINGS_RETRY_TIERS_S="[1, 2, 4]",
         # Limits out of the way unless a test is about them.
         TIDINGS_RATE_TENANT_PER_MIN="10000000",
@@ -131,14 +134,19 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker(tidings_env: Env, create_topics: Callable[[], None], tmp_path: Path
-           ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start workers on demand (same app id and data dir each time); all stopped at the end."""
-    create_topics()
+def worker(tidings_env: Env, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers on demand (same app id and data dir each time); all stopped at the end.
+
+    Topics are created for the environment the worker starts with (a test may enable more
+    channels before starting it).
+    """
+    from streams.topics import create_topics as create
+
     started: list[WorkerProcess] = []
 
     def start(**overrides: str) -> WorkerProcess:
         env = Env({**tidings_env, **overrides})
+        create(env.settings())
         process = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log").start()
         started.append(process)
         return process

@@ -11,6 +11,9 @@ Retry-After, 410 Gone, 400)::
         await receiver.wait_for(1, timeout=5)
         assert receiver.by_id()[delivery_id] == 1
 
+``WebhookReceiver(secret, ssl_context=...)`` serves HTTPS instead (tests make
+the certificate with ``trustme``).
+
 Run it on its own (prints one line per request, stops on Ctrl-C or SIGTERM)::
 
     python -m connectors.emulators.webhook_receiver --port 8089 --secret whsec_...
@@ -23,6 +26,7 @@ import asyncio
 import collections
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +52,8 @@ class Received:
     received_at: float
     status: int
     """The status the receiver answered with."""
+    host: str = ""
+    """The request's ``Host`` header: the name the sender meant, whatever IP it reached."""
 
     @property
     def accepted(self) -> bool:
@@ -71,10 +77,15 @@ class WebhookReceiver:
     """
 
     def __init__(
-        self, secret: str, *, on_received: Callable[[Received], None] | None = None
+        self,
+        secret: str,
+        *,
+        on_received: Callable[[Received], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._verifier = Webhook(secret)
         self._on_received = on_received
+        self._ssl_context = ssl_context
         self.received: list[Received] = []
         """Every request answered, in arrival order, including failures and bad signatures."""
         self._queued: dict[str, collections.deque[_Failure]] = collections.defaultdict(
@@ -96,13 +107,14 @@ class WebhookReceiver:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=self._ssl_context).start()
         except BaseException:
             await runner.cleanup()
             raise
         bound_host, bound_port = runner.addresses[0][:2]
         self._runner = runner
-        self._url = f"http://{_url_host(bound_host)}:{bound_port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self._url = f"{scheme}://{_url_host(bound_host)}:{bound_port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -120,6 +132,11 @@ class WebhookReceiver:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port listened on (useful with a URL that names another host)."""
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def url(self) -> str:
@@ -191,6 +208,7 @@ class WebhookReceiver:
                 verified=verified,
                 received_at=time.time(),
                 status=response.status,
+                host=request.headers.get("host", ""),
             )
         )
         return response

@@ -1,12 +1,19 @@
 import asyncio
+import contextlib
 import email.utils
+import gzip
+import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 import pytest
+from aiohttp import web
 
+from connectors.ssrf import AddressRefused, UnresolvedHost
 from connectors.transport import (
     MAX_RESPONSE_BODY_BYTES,
+    Classifier,
     classify_exception,
     retry_after_seconds,
     send,
@@ -178,3 +185,153 @@ def test_retry_after_seconds(headers: dict[str, str], seconds: float | None) -> 
 
 def test_retry_after_reads_httpx_headers() -> None:
     assert retry_after_seconds(httpx.Headers({"Retry-After": "3"})) == 3.0
+
+
+# -- the response-size cap, on the wire and after decoding --------------------------
+
+
+class _Chunks(httpx.AsyncByteStream):
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+
+
+def _recording_classifier(bodies: list[bytes]) -> Classifier:
+    def record(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
+        bodies.append(body)
+        return Verdict.delivered(status_code=status)
+
+    return record
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+def _zlib(data: bytes) -> bytes:
+    return zlib.compress(data)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+BOMB = b"\0" * (16 * 1024 * 1024)  # 16 MiB of zeros: about 16 KiB gzipped
+
+ENCODED_ROWS = [
+    # content-encoding, body on the wire, body the classifier gets
+    ("gzip", _gzip(b'{"error":"bad"}'), b'{"error":"bad"}'),
+    ("x-gzip", _gzip(b"old name"), b"old name"),
+    ("deflate", _zlib(b"zlib-wrapped"), b"zlib-wrapped"),
+    ("deflate", _raw_deflate(b"bare deflate"), b"bare deflate"),  # a server bug httpx tolerates
+    ("GZIP", _gzip(b"case"), b"case"),
+    ("identity", b"plain", b"plain"),
+    ("br", b"\x0b\x02\x80brotli", b"\x0b\x02\x80brotli"),  # not decoded: quoted as it came
+    ("gzip", b"not gzip at all", b"not gzip at all"),
+    ("gzip", _gzip(BOMB), BOMB[:MAX_RESPONSE_BODY_BYTES]),  # decoded only up to the cap
+]
+
+
+@pytest.mark.parametrize(("coding", "wire", "expected"), ENCODED_ROWS)
+async def test_encoded_bodies_are_decoded_within_the_cap(
+    coding: str, wire: bytes, expected: bytes
+) -> None:
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, headers={"content-encoding": coding}, stream=_Chunks(wire))
+
+    async with client_answering(handler) as client:
+        await send(client, REQUEST, 5.0, _recording_classifier(bodies))
+
+    assert bodies == [expected]
+
+
+async def test_no_content_coding_is_asked_for_unless_the_connector_does() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("accept-encoding"))
+        return httpx.Response(200)
+
+    own = HttpRequest(REQUEST.method, REQUEST.url, {"Accept-Encoding": "gzip"}, b"")
+    async with client_answering(handler) as client:
+        await send(client, REQUEST, 5.0, classify)
+        await send(client, own, 5.0, classify)
+
+    assert seen == ["identity", "gzip"]
+
+
+async def test_an_endless_body_from_a_real_server_is_cut_at_the_cap() -> None:
+    """A server streaming forever: the attempt reads 64 KiB and ends, well within its deadline."""
+    streamed = 0
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal streamed
+        response = web.StreamResponse(status=500)
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(b"x" * 16384)
+                streamed += 16384
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", endless)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    bodies: list[bytes] = []
+    try:
+        async with httpx.AsyncClient() as client:
+            request = HttpRequest("POST", f"http://127.0.0.1:{port}/", {}, b"")
+            started = time.monotonic()
+            await send(client, request, 10.0, _recording_classifier(bodies))
+            elapsed = time.monotonic() - started
+    finally:
+        await runner.cleanup()
+
+    assert [len(b) for b in bodies] == [MAX_RESPONSE_BODY_BYTES]
+    assert elapsed < 5.0
+
+
+# -- the SSRF guard's refusals and extensions ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "outcome"),
+    [
+        (AddressRefused("hooks.example.com resolves to 10.0.0.1 (private), refused"),
+         Outcome.ADDRESS_INVALID),
+        (UnresolvedHost("hooks.example.com does not resolve"), Outcome.RETRY),
+    ],
+)
+async def test_guard_refusals_become_their_verdicts(exc: Exception, outcome: Outcome) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    async with client_answering(handler) as client:
+        verdict = await send(client, REQUEST, 5.0, classify)
+
+    assert verdict.outcome is outcome
+    assert verdict.reason == str(exc)
+    assert classify_exception(exc) == verdict
+
+
+async def test_extensions_are_passed_to_the_request() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.extensions))
+        return httpx.Response(200)
+
+    async with client_answering(handler) as client:
+        await send(client, REQUEST, 5.0, classify, extensions={"sni_hostname": "example.com"})
+
+    assert seen[0]["sni_hostname"] == "example.com"

@@ -7,6 +7,7 @@ import orjson
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from connectors.ssrf import address_policy
 from connectors.verdict import InvalidMessage, Outcome
 from connectors.webhook import MAX_PAYLOAD_BYTES, WebhookConfig, build_request, classify
 
@@ -163,6 +164,103 @@ def test_config_rejects_bad_secrets(secret: str) -> None:
 
 def test_config_repr_hides_the_secret() -> None:
     assert SECRET not in repr(CONFIG)
+
+
+# -- key rotation -----------------------------------------------------------------
+
+NEW = "whsec_" + base64.b64encode(b"n" * 32).decode()
+OLD = "whsec_" + base64.b64encode(b"o" * 24).decode()
+ROTATING = WebhookConfig(secrets=(NEW, OLD))
+
+
+def test_one_signature_per_secret_space_separated() -> None:
+    request = build_request(make_message(), ROTATING, now=NOW)
+
+    signatures = request.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    assert all(s.startswith("v1,") for s in signatures)
+    assert signatures[0] == build_request(make_message(), WebhookConfig(NEW), now=NOW).headers[
+        "webhook-signature"
+    ]
+    assert signatures[1] == build_request(make_message(), WebhookConfig(OLD), now=NOW).headers[
+        "webhook-signature"
+    ]
+
+
+@pytest.mark.parametrize("receiver_secret", [NEW, OLD], ids=["new", "old"])
+def test_a_receiver_holding_either_secret_verifies(receiver_secret: str) -> None:
+    request = build_request(make_message(), ROTATING, now=int(time.time()))
+
+    payload = Webhook(receiver_secret).verify(request.content, request.headers)
+
+    assert payload["data"]["delivery_id"] == "dlv_01HF3Z9K2M"
+
+
+def test_a_receiver_holding_neither_secret_does_not_verify() -> None:
+    request = build_request(make_message(), ROTATING, now=int(time.time()))
+
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(request.content, request.headers)
+
+
+CONFIG_SECRET_ROWS = [
+    # kwargs, secret, secrets
+    ({"secret": NEW}, NEW, (NEW,)),
+    ({"secrets": (NEW, OLD)}, NEW, (NEW, OLD)),
+    ({"secret": NEW, "secrets": (NEW, OLD)}, NEW, (NEW, OLD)),
+    ({"secrets": [OLD]}, OLD, (OLD,)),  # a list from settings becomes a tuple
+]
+
+
+@pytest.mark.parametrize(("kwargs", "secret", "secrets"), CONFIG_SECRET_ROWS)
+def test_config_secret_and_secrets(
+    kwargs: dict[str, Any], secret: str, secrets: tuple[str, ...]
+) -> None:
+    config = WebhookConfig(**kwargs)
+
+    assert config.secret == secret
+    assert config.secrets == secrets
+
+
+def test_config_takes_the_secret_positionally_as_the_deliver_agent_does() -> None:
+    config = WebhookConfig(NEW, timeout_s=3.0)
+
+    assert (config.secrets, config.timeout_s) == ((NEW,), 3.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({}, "a webhook secret is needed"),
+        ({"secrets": ()}, "a webhook secret is needed"),
+        ({"secret": OLD, "secrets": (NEW, OLD)}, "must be the first of secrets"),
+        ({"secrets": (NEW, NEW)}, "must not repeat"),
+        ({"secrets": (NEW, "whsec_short")}, "webhook secret"),
+        ({"secret": NEW, "allowed_networks": ("127.0.0.1/8",)}, "not a CIDR network"),
+        ({"secret": NEW, "timeout_s": 0}, "timeout_s"),
+    ],
+)
+def test_config_refuses(kwargs: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        WebhookConfig(**kwargs)
+
+
+def test_config_repr_hides_every_secret() -> None:
+    assert NEW not in repr(ROTATING)
+    assert OLD not in repr(ROTATING)
+
+
+def test_config_guards_by_default_with_no_allow_list() -> None:
+    assert CONFIG.ssrf_guard
+    assert CONFIG.allowed_networks == ()
+    assert CONFIG.timeout_s == 15.0  # Standard Webhooks: 15 to 30 s
+
+
+def test_config_allow_list_becomes_its_address_policy() -> None:
+    config = WebhookConfig(SECRET, allowed_networks=["127.0.0.0/8"])  # type: ignore[arg-type]
+
+    assert config.allowed_networks == ("127.0.0.0/8",)
+    assert config.address_policy == address_policy(("127.0.0.0/8",))
 
 
 # -- classify ---------------------------------------------------------------------

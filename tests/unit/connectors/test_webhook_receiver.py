@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from connectors.emulators.webhook_receiver import WebhookReceiver
-from connectors.verdict import Outcome, Verdict
-from connectors.webhook import WebhookConfig, build_request, deliver
+from connectors.verdict import InvalidMessage, Outcome, Verdict
+from connectors.webhook import WebhookChannel, WebhookConfig, build_request, deliver
 
 SECRET = "whsec_" + base64.b64encode(b"0" * 32).decode()
-CONFIG = WebhookConfig(secret=SECRET)
+LOCAL = ("127.0.0.0/8",)  # the receiver listens on loopback, which the SSRF guard refuses
+CONFIG = WebhookConfig(secret=SECRET, allowed_networks=LOCAL)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -69,6 +70,39 @@ async def test_signed_delivery_is_accepted_and_recorded(
     assert receiver.by_id() == {"dlv_1": 1}
 
 
+async def test_host_header_is_recorded(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    await deliver(client, make_message(receiver.url + "/hook"), CONFIG)
+
+    [received] = await receiver.wait_for(1, timeout=5)
+    assert received.host == f"127.0.0.1:{receiver.port}"
+
+
+@pytest.mark.parametrize("held", ["new", "old"])
+async def test_a_receiver_holding_one_rotating_secret_accepts(
+    client: httpx.AsyncClient, held: str
+) -> None:
+    new = "whsec_" + base64.b64encode(b"n" * 32).decode()
+    rotating = WebhookConfig(secrets=(new, SECRET), allowed_networks=LOCAL)
+
+    async with WebhookReceiver(new if held == "new" else SECRET) as receiver:
+        verdict = await deliver(client, make_message(receiver.url + "/hook"), rotating)
+
+        assert verdict.outcome is Outcome.DELIVERED
+        assert receiver.by_id() == {"dlv_1": 1}
+
+
+async def test_the_ssrf_guard_keeps_loopback_out_by_default(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    verdict = await deliver(client, make_message(receiver.url + "/hook"), WebhookConfig(SECRET))
+
+    assert verdict.outcome is Outcome.ADDRESS_INVALID
+    assert "127.0.0.1 (loopback) refused" in verdict.reason
+    assert receiver.received == []
+
+
 async def test_any_path_is_received(receiver: WebhookReceiver, client: httpx.AsyncClient) -> None:
     await deliver(client, make_message(receiver.url + "/hook/tenant/acme?x=1"), CONFIG)
 
@@ -96,7 +130,9 @@ async def test_tampered_body_is_answered_401(
 async def test_wrong_secret_is_answered_401(
     receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
-    other = WebhookConfig(secret="whsec_" + base64.b64encode(b"1" * 32).decode())
+    other = WebhookConfig(
+        secret="whsec_" + base64.b64encode(b"1" * 32).decode(), allowed_networks=LOCAL
+    )
 
     verdict = await deliver(client, make_message(receiver.url + "/hook"), other)
 
@@ -279,3 +315,42 @@ async def test_command_line_prints_deliveries_and_stops_cleanly(
     assert process.returncode == 0, errors.decode()
     assert b"stopped" in rest
     assert b"Traceback" not in errors
+
+
+# -- WebhookChannel -----------------------------------------------------------------
+
+
+async def test_channel_with_its_own_client(receiver: WebhookReceiver) -> None:
+    channel = WebhookChannel(CONFIG)
+    receiver.fail_next("/hook", [503], retry_after=4)
+    message = make_message(receiver.url + "/hook")
+    try:
+        verdicts = [await channel.send(message) for _ in range(2)]
+    finally:
+        await channel.aclose()
+
+    assert [(v.outcome, v.retry_after) for v in verdicts] == [
+        (Outcome.RETRY, 4.0),
+        (Outcome.DELIVERED, None),
+    ]
+    assert receiver.by_id() == {"dlv_1": 1}
+
+
+async def test_channel_leaves_a_shared_client_open(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    channel = WebhookChannel(CONFIG, client)
+    await channel.aclose()
+
+    verdict = await deliver(client, make_message(receiver.url + "/hook"), CONFIG)
+
+    assert verdict.outcome is Outcome.DELIVERED
+
+
+async def test_channel_raises_for_a_message_that_can_never_be_sent() -> None:
+    channel = WebhookChannel(CONFIG)
+    try:
+        with pytest.raises(InvalidMessage, match="no webhook_url"):
+            await channel.send(make_message("", recipient={"user_id": "u-42"}))
+    finally:
+        await channel.aclose()
