@@ -79,7 +79,8 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    # log_level 4: warnings and worse (librdkafka logs queue purges on close at 6).
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
     specs = topic_specs(settings)
     futures = admin.create_topics(
         [

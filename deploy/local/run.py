@@ -1,7 +1,8 @@
 """`make run`: Tidings on this machine, end to end, with no credentials.
 
 Starts a local Kafka broker (unless TIDINGS_KAFKA_BOOTSTRAP names one, or `make kafka` is
-already running), creates the topics, starts a local webhook receiver and the worker,
+already running), creates the topics, starts one provider emulator per channel (webhook
+receiver, SMTP, Twilio, FCM, APNs over HTTP/2, Slack) and the worker wired to them,
 publishes the sample notifications in samples.jsonl and prints every delivery status as it
 happens. Ctrl-C stops everything this script started, the broker included.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +24,11 @@ import kafka_local
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 RECEIVER_PORT = int(os.environ.get("TIDINGS_DEMO_RECEIVER_PORT", "8089"))
+# The other emulators take the ports after it.
+FCM_PORT, TWILIO_PORT, SLACK_PORT, APNS_PORT, SMTP_PORT = (RECEIVER_PORT + i for i in range(1, 6))
+TWILIO_SID, TWILIO_TOKEN = "AC" + "0" * 32, "local-twilio-auth-token"
+SLACK_TOKEN = "xoxb-local-tidings"  # noqa: S105 - the local emulator's own credential
+SLACK_HOOK = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
 
 def _port_free(port: int) -> bool:
@@ -51,8 +58,11 @@ def _broker() -> tuple[str, kafka_local.Cluster | None]:
     if state.exists():
         return json.loads(state.read_text())["bootstrap"], None
     port = 9092 if _port_free(9092) and _port_free(9093) else kafka_local.free_port()
-    cluster = kafka_local.Cluster(size=1, base_dir=kafka_local.cache_dir() / "run-kafka",
-                                  ports=[port])
+    # A fresh broker each run, so the worker's table state starts fresh with it.
+    base_dir = kafka_local.cache_dir() / "run-kafka"
+    shutil.rmtree(base_dir, ignore_errors=True)
+    shutil.rmtree(kafka_local.cache_dir() / "worker", ignore_errors=True)
+    cluster = kafka_local.Cluster(size=1, base_dir=base_dir, ports=[port])
     print(f"starting Kafka {kafka_local.KAFKA_VERSION} (KRaft) on 127.0.0.1:{port} ...",
           flush=True)
     started = time.monotonic()
@@ -61,14 +71,75 @@ def _broker() -> tuple[str, kafka_local.Cluster | None]:
     return bootstrap, cluster
 
 
-def _samples(receiver_url: str) -> str:
+def _samples() -> str:
     text = (HERE / "samples.jsonl").read_text()
-    return text.replace("http://127.0.0.1:8089", receiver_url)
+    return (text.replace("http://127.0.0.1:8089", f"http://127.0.0.1:{RECEIVER_PORT}")
+            .replace("http://127.0.0.1:8092", f"http://127.0.0.1:{SLACK_PORT}"))
+
+
+def _wait_for_file(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear in {timeout}s")
+        time.sleep(0.1)
+
+
+def _emulators(env: dict[str, str], state: Path) -> tuple[list[list[str]], dict[str, str]]:
+    """The emulator commands, and the worker settings that point each channel at its own."""
+    from connectors.emulators.apns import make_signing_key
+
+    py = [sys.executable, "-m"]
+    key = make_signing_key()
+    key_file = state / "apns-key.p8"
+    key_file.write_text(key.private_key)
+    (state / "apns").mkdir(exist_ok=True)
+    fcm_account = state / "fcm-service-account.json"
+    fcm_account.unlink(missing_ok=True)
+    commands = [
+        [*py, "connectors.emulators.webhook_receiver", "--port", str(RECEIVER_PORT)],
+        [*py, "connectors.emulators.smtp_server", "--port", str(SMTP_PORT)],
+        [*py, "connectors.emulators.twilio", "--port", str(TWILIO_PORT),
+         "--account-sid", TWILIO_SID, "--auth-token", TWILIO_TOKEN, "--no-status-callbacks"],
+        [*py, "connectors.emulators.fcm", "--port", str(FCM_PORT),
+         "--write-service-account", str(fcm_account)],
+        [*py, "connectors.emulators.apns", "--port", str(APNS_PORT), "--team-id", key.team_id,
+         "--key-id", key.key_id, "--key-file", str(key_file), "--cert-dir", str(state / "apns")],
+        [*py, "connectors.emulators.slack", "--port", str(SLACK_PORT), "--token", SLACK_TOKEN,
+         "--webhook", f"{SLACK_HOOK}=C0123456789"],
+    ]
+    settings = {
+        "TIDINGS_ENABLED_CHANNELS": '["email", "sms", "push", "slack", "webhook"]',
+        "TIDINGS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        "TIDINGS_SMTP_HOST": "127.0.0.1",
+        "TIDINGS_SMTP_PORT": str(SMTP_PORT),
+        "TIDINGS_SMTP_TLS_MODE": "none",
+        "TIDINGS_SMTP_FROM": "Tidings <notifications@tidings.local>",
+        "TIDINGS_TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TIDINGS_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TIDINGS_TWILIO_FROM_NUMBER": "+14155550199",
+        "TIDINGS_TWILIO_BASE_URL": f"http://127.0.0.1:{TWILIO_PORT}",
+        "TIDINGS_FCM_SERVICE_ACCOUNT": str(fcm_account),
+        "TIDINGS_FCM_BASE_URL": f"http://127.0.0.1:{FCM_PORT}",
+        "TIDINGS_APNS_TEAM_ID": key.team_id,
+        "TIDINGS_APNS_KEY_ID": key.key_id,
+        "TIDINGS_APNS_PRIVATE_KEY": key.private_key,
+        "TIDINGS_APNS_TOPIC": "com.example.tidings",
+        "TIDINGS_APNS_BASE_URL": f"https://127.0.0.1:{APNS_PORT}",
+        "TIDINGS_APNS_CA_FILE": str(state / "apns" / "ca.pem"),
+        "TIDINGS_SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "TIDINGS_SLACK_BASE_URL": f"http://127.0.0.1:{SLACK_PORT}",
+        "TIDINGS_SLACK_WEBHOOK_URL_PREFIXES": f'["http://127.0.0.1:{SLACK_PORT}/services/"]',
+    }
+    return commands, {**env, **{k: v for k, v in settings.items() if k not in os.environ}}
 
 
 def main() -> int:
-    if not _port_free(RECEIVER_PORT):
-        print(f"port {RECEIVER_PORT} is taken; set TIDINGS_DEMO_RECEIVER_PORT", file=sys.stderr)
+    taken = [p for p in (RECEIVER_PORT, FCM_PORT, TWILIO_PORT, SLACK_PORT, APNS_PORT, SMTP_PORT)
+             if not _port_free(p)]
+    if taken:
+        print(f"ports {taken} are taken; set TIDINGS_DEMO_RECEIVER_PORT to move the emulators "
+              f"(they use it and the five ports after it)", file=sys.stderr)
         return 1
     bootstrap, cluster = _broker()
     env = {
@@ -82,20 +153,22 @@ def main() -> int:
     tidings = [sys.executable, "-m", "streams.cli"]
     children: list[subprocess.Popen[bytes]] = []
     try:
+        state = kafka_local.cache_dir() / "run"
+        state.mkdir(parents=True, exist_ok=True)
+        commands, env = _emulators(env, state)
         subprocess.run([*tidings, "topics", "create"], env=env, cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL)
-        receiver_url = f"http://127.0.0.1:{RECEIVER_PORT}"
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "connectors.emulators.webhook_receiver",
-             "--port", str(RECEIVER_PORT)], env=env, cwd=REPO,
-        ))
+        for command in commands:
+            children.append(subprocess.Popen(command, env=env, cwd=REPO))
+        _wait_for_file(Path(env["TIDINGS_FCM_SERVICE_ACCOUNT"]))
+        _wait_for_file(Path(env["TIDINGS_APNS_CA_FILE"]))
         log_path = kafka_local.cache_dir() / "worker.log"
         log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the worker
         children.append(subprocess.Popen([*tidings, "worker"], env=env, cwd=REPO,
                                          stdout=log, stderr=subprocess.STDOUT))
         print(f"worker started (log: {log_path})", flush=True)
         ids = subprocess.run(
-            [*tidings, "publish", "-"], input=_samples(receiver_url).encode(), env=env,
+            [*tidings, "publish", "-"], input=_samples().encode(), env=env,
             cwd=REPO, check=True, capture_output=True,
         ).stdout.decode().split()
         print(f"published {len(ids)} sample notifications; statuses follow (Ctrl-C stops)",
