@@ -254,3 +254,28 @@ async def test_sigkill_mid_stream_loses_nothing_and_sends_nothing_twice(tidings_
     assert repeated == in_flight
     assert all(counts[did] == 2 for did in repeated)
     assert len(repeated) <= int(tidings_env.get("TIDINGS_DELIVERY_CONCURRENCY", "64"))
+
+
+async def test_breaker_opens_on_an_outage_and_recovers(tidings_env, worker, receiver,
+                                                      read_topic):
+    """Five 503s open the endpoint's breaker: later messages wait in the retry tiers without
+    calling the endpoint, and all are delivered once it answers again."""
+    receiver.always("/down", 503)
+    worker(TIDINGS_BREAKER_MIN_CALLS="3", TIDINGS_BREAKER_COOLDOWN_S="2",
+           TIDINGS_RETRY_TIERS_S="[1, 2, 4, 8, 16]")
+    ids = await publish(tidings_env, [request(receiver, f"d-{i}", path="/down")
+                                      for i in range(8)])
+    statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
+    await statuses.wait_until(
+        lambda r: [s for s in r if "circuit open" in (s["reason"] or "")], 60
+    )
+    opened_at_calls = len(receiver.received)
+    await asyncio.sleep(3.0)
+    # Open for 2 s, then 3 trial calls, then open again: far fewer calls than 8 messages
+    # retrying every 1-2 s would make.
+    assert len(receiver.received) - opened_at_calls <= 8
+
+    receiver.always("/down", 200)
+    await receiver.wait_for(8, timeout=90)
+    assert {r.payload["data"]["notification_id"] for r in receiver.delivered} == set(ids)
+    assert all(n == 1 for n in receiver.by_id().values())
