@@ -43,8 +43,6 @@ def main() -> None:
 @main.command()
 def worker() -> None:
     """Run the worker: every stage's agent, until SIGINT/SIGTERM."""
-    import faust
-
     settings = _settings()
     target = os.environ.get("TIDINGS_WORKER_APP", DEFAULT_WORKER_APP)
     module_name, _, attr = target.partition(":")
@@ -54,7 +52,25 @@ def worker() -> None:
     except TidingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Faust's worker installs the signal handlers and stops every service in order.
-    faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    _quiet_worker_class()(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def _quiet_worker_class() -> type:
+    import faust
+
+    class QuietWorker(faust.Worker):
+        """Faust's worker without its terminal spinner.
+
+        To animate the spinner on every log line, Faust lowers the root logger to DEBUG at
+        the `warn` level; then every message sent builds a debug log record that no handler
+        prints. Profiling the pipeline put logging at ~15 % of the worker's CPU.
+        """
+
+        def on_setup_root_logger(self, logger: Any, level: int) -> None:
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
+    return QuietWorker
 
 
 def _read_requests(stream: IO[str]) -> list[dict[str, Any]]:
