@@ -36,57 +36,67 @@ def limits_for(request: Mapping[str, Any], settings: Any) -> dict[str, Limit]:
     return limits
 
 
-def register(app: faust.App, pipeline: Pipeline) -> None:
-    settings = pipeline.settings
-    state = app.Table("rate-limits", default=None, partitions=settings.partitions)
-    tiers = settings.retry_tiers_s
-    max_defer_ms = tiers[-1] * 1000
+class Dispatcher:
+    """Rate limit and route one single-recipient request (the `dispatch` stage's logic)."""
 
-    async def defer(
-        event: faust.EventT[bytes], message: dict[str, Any], due: int, now: int
-    ) -> None:
+    def __init__(self, app: faust.App, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+        self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
+
+    async def defer(self, key: bytes | None, message: dict[str, Any], due: int, now: int
+                    ) -> None:
+        tiers = self.settings.retry_tiers_s
         message["not_before"] = due
         tier = tier_for_wait((due - now) / 1000, tiers)
-        await pipeline.retries[message["channel"]][tier].send(
-            key=event.key, value=pipeline.message_serde.encode(message),
+        await self.pipeline.retries[message["channel"]][tier].send(
+            key=key, value=self.pipeline.message_serde.encode(message),
             headers=[(DUE_HEADER, str(due).encode())],
         )
+
+    async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
+        pipeline, settings, state = self.pipeline, self.settings, self.state
+        now = now_ms()
+        due = now
+        if request["priority"] != "critical":
+            # Critical notifications (security alerts, outages) bypass the limits.
+            limits = limits_for(request, settings)
+            decision, updates = decide(
+                {k: state.get(k) for k in limits}, limits, now,
+                defer=settings.rate_limit_policy == "defer",
+                max_defer_ms=settings.retry_tiers_s[-1] * 1000,
+            )
+            for k, tat in updates.items():
+                state[k] = tat
+            if decision.outcome not in (ALLOW, DEFER):
+                await pipeline.emit_status(
+                    request, "rate_limited",
+                    reason=f"over the limit; dropped per policy ({settings.rate_limit_policy})",
+                )
+                return
+            due = decision.at_ms
+        send_at = request.get("send_at")
+        if send_at and send_at > due:
+            due = send_at
+        for message in channel_messages(request):
+            if due > now:
+                await self.defer(key, message, due, now)
+                await pipeline.emit_status(
+                    message, "deferred", reason="send_at" if due == send_at else "rate limit"
+                )
+            else:
+                await pipeline.channels[message["channel"]].send(
+                    key=key, value=pipeline.message_serde.encode(message)
+                )
+
+
+def register(app: faust.App, pipeline: Pipeline) -> Dispatcher:
+    dispatcher = Dispatcher(app, pipeline)
 
     @app.agent(pipeline.dispatch, name="tidings.dispatch")
     async def dispatch(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):
-                request = pipeline.request_serde.decode(event.value)
-                now = now_ms()
-                due = now
-                if request["priority"] != "critical":
-                    # Critical notifications (security alerts, outages) bypass the limits.
-                    limits = limits_for(request, settings)
-                    decision, updates = decide(
-                        {key: state.get(key) for key in limits}, limits, now,
-                        defer=settings.rate_limit_policy == "defer", max_defer_ms=max_defer_ms,
-                    )
-                    for key, tat in updates.items():
-                        state[key] = tat
-                    if decision.outcome not in (ALLOW, DEFER):
-                        await pipeline.emit_status(
-                            request, "rate_limited",
-                            reason=f"over the limit; dropped per policy "
-                                   f"({settings.rate_limit_policy})",
-                        )
-                        continue
-                    due = decision.at_ms
-                send_at = request.get("send_at")
-                if send_at and send_at > due:
-                    due = send_at
-                for message in channel_messages(request):
-                    if due > now:
-                        await defer(event, message, due, now)
-                        await pipeline.emit_status(
-                            message, "deferred",
-                            reason="send_at" if due == send_at else "rate limit",
-                        )
-                    else:
-                        await pipeline.channels[message["channel"]].send(
-                            key=event.key, value=pipeline.message_serde.encode(message)
-                        )
+                await dispatcher.handle(event.key, pipeline.request_serde.decode(event.value))
+
+    return dispatcher

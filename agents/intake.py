@@ -6,13 +6,18 @@ import faust
 
 from agents.context import Pipeline
 from agents.dedup import DedupWindow
+from agents.dispatch import Dispatcher
 from agents.route import fan_out
 from streams.requests import now_ms, validate_request
 
 STAGE = "validate"
 
 
-def register(app: faust.App, pipeline: Pipeline) -> None:
+def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None = None
+             ) -> None:
+    """`dispatcher`, when this worker also runs the dispatch stage, handles single-recipient
+    requests in place: they are already keyed `tenant/user`, so they sit on the partition
+    the dispatch topic would send them to, and the hop through it would only cost time."""
     settings = pipeline.settings
     window = DedupWindow(int(settings.dedup_window_s * 1000))
     seen = app.Table("dedup", default=None, partitions=settings.partitions)
@@ -32,8 +37,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                     )
                     continue
                 seen[key] = window.entry(request["notification_id"], now)
+                await pipeline.emit_status(request, "accepted")
+                if dispatcher is not None and len(request["recipients"]) == 1:
+                    await dispatcher.handle(event.key, request)
+                    continue
                 for recipient_key, single in fan_out(request):
                     await pipeline.dispatch.send(
                         key=recipient_key, value=pipeline.request_serde.encode(single)
                     )
-                await pipeline.emit_status(request, "accepted")

@@ -20,10 +20,9 @@ def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = create_app(settings)
     pipeline = Pipeline(app, settings)
+    dispatcher = dispatch.register(app, pipeline) if "dispatch" in settings.stages else None
     if "intake" in settings.stages:
-        intake.register(app, pipeline)
-    if "dispatch" in settings.stages:
-        dispatch.register(app, pipeline)
+        intake.register(app, pipeline, dispatcher)
     if "deliver" in settings.stages:
         deliver.register(app, pipeline)
     if "delay_line" in settings.stages:
