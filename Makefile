@@ -54,3 +54,16 @@ check: lint typecheck test ## everything CI checks
 
 clean: ## remove caches (keeps the Kafka jars)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .cache/worker .cache/run-kafka
+
+.PHONY: bench bench-smoke bench-channels
+bench: kafka-fetch ## run the benchmarks; writes tests/bench/results/
+	@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet py-spy==0.4.3  # profiler only; not a dependency
+	$(PY) tests/bench/run.py
+
+bench-smoke: kafka-fetch ## a few-second run of the same harness
+	$(PY) tests/bench/run.py --label smoke --events 300 --delivery-events 200 \
+		--ceiling-records 20000 --latency-seconds 3 --rate 50 --fallback-seconds 0 \
+		--budget 30 --profile none
+
+bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
+	$(PY) tests/bench/channels.py
