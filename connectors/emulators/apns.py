@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
-import ipaddress
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
 import tempfile
@@ -37,18 +34,18 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 
 import jwt
 import orjson
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+
+from connectors.emulators._server import Emulator, serve_until_signalled, wait_until
+from connectors.emulators._tls import write_certificates
 
 # Apple's limits and rules, from the docs named in the module docstring.
 MAX_PAYLOAD_BYTES = 4096
@@ -121,7 +118,7 @@ class _ConnectionToken:
     may_refresh: bool = False
 
 
-class ApnsEmulator:
+class ApnsEmulator(Emulator):
     """A local APNs that checks requests, records notifications and fails on cue.
 
     Checks, in order: HTTP/2 (else 400 ``HTTP2Required``, emulator-only: real APNs
@@ -195,7 +192,9 @@ class ApnsEmulator:
         self._url = f"https://{f'[{host}]' if ':' in host else host}:{bound_port}"
 
     async def _serve(self, host: str, port: int, cert_dir: Path) -> tuple[Path, int]:
-        ca_file, cert_file, key_file = _write_certificates(cert_dir, host)
+        ca_file, cert_file, key_file = write_certificates(
+            cert_dir, "Tidings APNs emulator CA", host
+        )
         config = Config()
         config.certfile, config.keyfile = str(cert_file), str(key_file)
         config.alpn_protocols = ["h2", "http/1.1"]  # 1.1 only to refuse it with a reason
@@ -233,18 +232,6 @@ class ApnsEmulator:
             self._cert_dir.cleanup()
             self._cert_dir = None
 
-    async def __aenter__(self) -> ApnsEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     @property
     def url(self) -> str:
         """Base URL, e.g. ``https://127.0.0.1:2197``; use it as ``ApnsConfig.base_url``."""
@@ -274,15 +261,12 @@ class ApnsEmulator:
     # The timeout is part of the assertion (ASYNC109): the failure says how many arrived.
     async def wait_for(self, count: int, timeout: float) -> list[Notification]:  # noqa: ASYNC109
         """Wait until at least ``count`` notifications have been accepted; return them."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.delivered) < count:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(self.delivered)} of {count} APNs notifications after {timeout}s"
-            ) from None
+        await wait_until(
+            self._arrived,
+            lambda: len(self.delivered) >= count,
+            timeout,
+            lambda: f"{len(self.delivered)} of {count} APNs notifications",
+        )
         return self.delivered
 
     # -- the server --------------------------------------------------------------
@@ -442,74 +426,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_certificates(directory: Path, host: str) -> tuple[Path, Path, Path]:
-    """Write a CA certificate and a server certificate it signs, valid for ``host``,
-    localhost, 127.0.0.1 and ::1; return the CA, certificate and key paths.
-
-    Two certificates rather than one self-signed: strict verifiers (Python 3.13's
-    default VERIFY_X509_STRICT) refuse a leaf that is also its own CA.
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tidings APNs emulator CA")])
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    for address in sorted({"127.0.0.1", "::1", host}):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(address)))
-        except ValueError:
-            names.append(x509.DNSName(address))
-
-    def issue(subject: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder(issuer_name=ca_name, subject_name=subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        )
-
-    certificate_signing = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    ca_cert = (
-        issue(ca_name, ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        .add_extension(certificate_signing, True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_cert = (
-        issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]), server_key)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(x509.SubjectAlternativeName(names), False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server-key.pem"
-    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 # -- command line ----------------------------------------------------------------
 
 
@@ -523,20 +439,6 @@ def _print_line(notification: Notification) -> None:
         f"HTTP/{notification.http_version} title={title!r}",
         flush=True,
     )
-
-
-async def _serve(emulator: ApnsEmulator, host: str, port: int, cert_dir: str | None) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await emulator.start(host, port, cert_dir=cert_dir)
-    try:
-        print(f"apns emulator listening on {emulator.url} ca_file={emulator.ca_file}", flush=True)
-        await stopping.wait()
-    finally:
-        await emulator.stop()
-    print("apns emulator stopped", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,7 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, TypeError) as exc:
         parser.error(f"the key is not an EC P-256 PEM key: {exc}")
-    asyncio.run(_serve(emulator, args.host, args.port, args.cert_dir))
+    asyncio.run(
+        serve_until_signalled(
+            emulator,
+            lambda: emulator.start(args.host, args.port, cert_dir=args.cert_dir),
+            lambda: f"apns emulator listening on {emulator.url} ca_file={emulator.ca_file}",
+            "apns emulator stopped",
+        )
+    )
     return 0
 
 

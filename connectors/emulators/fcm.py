@@ -33,13 +33,11 @@ import asyncio
 import collections
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import jwt
@@ -48,6 +46,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connectors.emulators._server import HttpEmulator, serve_until_signalled, wait_until
 from connectors.oauth import (
     FIREBASE_MESSAGING_SCOPE,
     GOOGLE_TOKEN_URI,
@@ -161,7 +160,7 @@ class _Refusal(Exception):
         self.code = code
 
 
-class FcmEmulator:
+class FcmEmulator(HttpEmulator):
     """A local FCM HTTP v1 endpoint and OAuth token endpoint for one service account."""
 
     def __init__(
@@ -188,53 +187,14 @@ class FcmEmulator:
         )
         self._unregistered: set[str] = set()
         self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle (start, stop, async with, url: HttpEmulator) -------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/v1/projects/{project}/messages:send", self._send)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._runner = runner
-        host_part = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{host_part}:{bound_port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner, self._url = self._runner, None, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FcmEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """The FCM base URL, e.g. ``http://127.0.0.1:8090`` (FcmConfig.base_url)."""
-        if self._url is None:
-            raise RuntimeError("emulator is not started")
-        return self._url
+        return app
 
     @property
     def token_uri(self) -> str:
@@ -281,15 +241,12 @@ class FcmEmulator:
 
         Raises TimeoutError, saying how many arrived, after ``timeout`` seconds.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.accepted) < count:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(self.accepted)} of {count} FCM messages after {timeout}s"
-            ) from None
+        await wait_until(
+            self._arrived,
+            lambda: len(self.accepted) >= count,
+            timeout,
+            lambda: f"{len(self.accepted)} of {count} FCM messages",
+        )
         return self.accepted
 
     # -- the token endpoint ------------------------------------------------------
@@ -537,31 +494,6 @@ def _print_line(received: Received) -> None:
     )
 
 
-async def _serve(
-    emulator: FcmEmulator,
-    host: str,
-    port: int,
-    on_started: Callable[[FcmEmulator], None] | None = None,
-) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await emulator.start(host, port)
-    try:
-        if on_started is not None:
-            on_started(emulator)
-        print(
-            f"fcm emulator for project {emulator.project_id} (token endpoint /token) "
-            f"listening on {emulator.url}",
-            flush=True,
-        )
-        await stopping.wait()
-    finally:
-        await emulator.stop()
-    print("fcm emulator stopped", flush=True)
-
-
 def _write_account(path: Path, info: Mapping[str, str], token_uri: str) -> None:
     account = dict(info, token_uri=token_uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -589,7 +521,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-id", default="tidings-local", help="for a new key file")
     parser.add_argument("--token-lifetime", type=int, default=3600, help="seconds (default 3600)")
     args = parser.parse_args(argv)
-    on_started: Callable[[FcmEmulator], None] | None = None
     if args.service_account is not None:
         try:
             info = orjson.loads(args.service_account.read_bytes())
@@ -597,18 +528,29 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--service-account: {exc}")
     else:
         info = make_service_account(args.project_id)
-        path: Path = args.write_service_account
-
-        def on_started(emulator: FcmEmulator) -> None:
-            _write_account(path, info, emulator.token_uri)
-
     try:
         emulator = FcmEmulator(info, token_lifetime_s=args.token_lifetime, on_received=_print_line)
     except ValueError as exc:
         parser.error(f"--service-account: {exc}")
-    asyncio.run(_serve(emulator, args.host, args.port, on_started))
-    return 0
 
+    def announce() -> str:
+        # The key file's token_uri needs the bound port, so it is written once started.
+        if args.write_service_account is not None:
+            _write_account(args.write_service_account, info, emulator.token_uri)
+        return (
+            f"fcm emulator for project {emulator.project_id} (token endpoint /token) "
+            f"listening on {emulator.url}"
+        )
+
+    asyncio.run(
+        serve_until_signalled(
+            emulator,
+            lambda: emulator.start(args.host, args.port),
+            announce,
+            "fcm emulator stopped",
+        )
+    )
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

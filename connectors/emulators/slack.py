@@ -27,17 +27,17 @@ import argparse
 import asyncio
 import collections
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from aiohttp import web
+
+from connectors.emulators._server import HttpEmulator, serve_until_signalled, wait_until
 
 # Slack "Truncating content": text beyond 40,000 characters is cut, not refused.
 MAX_TEXT_CHARS = 40_000
@@ -108,7 +108,7 @@ class _Failure:
     retry_after: int
 
 
-class SlackEmulator:
+class SlackEmulator(HttpEmulator):
     """A local Slack: Web API ``chat.postMessage`` and incoming webhooks.
 
     ``channels`` maps conversation id → name (posts may name either, ``#name`` too);
@@ -138,52 +138,14 @@ class SlackEmulator:
         )
         self._sequence = 0
         self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle (start, stop, async with, url: HttpEmulator) -------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
+    def _application(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/api/chat.postMessage", self._post_message)
         app.router.add_post("/services/{path:.*}", self._incoming_webhook)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._runner = runner
-        self._url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner, self._url = self._runner, None, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> SlackEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8091``: the connector's ``base_url``."""
-        if self._url is None:
-            raise RuntimeError("emulator is not started")
-        return self._url
+        return app
 
     # -- scripting ---------------------------------------------------------------
 
@@ -221,15 +183,12 @@ class SlackEmulator:
     # The timeout is part of the assertion (ASYNC109): the failure says how many arrived.
     async def wait_for(self, count: int, timeout: float) -> list[Posted]:  # noqa: ASYNC109
         """Wait until at least ``count`` messages were accepted; TimeoutError otherwise."""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.accepted) < count:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(self.accepted)} of {count} Slack messages after {timeout}s"
-            ) from None
+        await wait_until(
+            self._arrived,
+            lambda: len(self.accepted) >= count,
+            timeout,
+            lambda: f"{len(self.accepted)} of {count} Slack messages",
+        )
         return list(self.accepted)
 
     # -- Web API -------------------------------------------------------------------
@@ -526,20 +485,6 @@ def _print_line(posted: Posted) -> None:
     )
 
 
-async def _serve(emulator: SlackEmulator, host: str, port: int) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await emulator.start(host, port)
-    try:
-        print(f"slack emulator listening on {emulator.url}", flush=True)
-        await stopping.wait()
-    finally:
-        await emulator.stop()
-    print("slack emulator stopped", flush=True)
-
-
 def _pairs(values: list[str], option: str, parser: argparse.ArgumentParser) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -596,7 +541,14 @@ def main(argv: list[str] | None = None) -> int:
         webhooks=webhooks,
         on_accepted=_print_line,
     )
-    asyncio.run(_serve(emulator, args.host, args.port))
+    asyncio.run(
+        serve_until_signalled(
+            emulator,
+            lambda: emulator.start(args.host, args.port),
+            lambda: f"slack emulator listening on {emulator.url}",
+            "slack emulator stopped",
+        )
+    )
     return 0
 
 

@@ -25,16 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
 import email.errors
 import email.policy
 import hmac
-import ipaddress
 import logging
 import os
 import re
 import shutil
-import signal
 import ssl
 import sys
 import tempfile
@@ -46,14 +43,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, cast
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from connectors.emulators._server import Emulator, serve_until_signalled, wait_until
+from connectors.emulators._tls import write_certificates
 
 TlsMode = Literal["none", "starttls", "implicit"]
 Stage = Literal["RCPT", "DATA"]
@@ -107,7 +102,7 @@ class _Failure:
         return f"{self.code} {self.text}"
 
 
-class SmtpServer:
+class SmtpServer(Emulator):
     """A local SMTP server that checks, records and fails on cue.
 
     Scripted failures are keyed by recipient address (``"*"`` for any) and
@@ -163,7 +158,9 @@ class SmtpServer:
             raise RuntimeError("server already started")
         if self.tls_mode != "none":
             self._cert_dir = Path(tempfile.mkdtemp(prefix="tidings-smtp-"))
-            cert, key = _write_self_signed_certificate(self._cert_dir, host, self.hostname)
+            _, cert, key = write_certificates(
+                self._cert_dir, "Tidings SMTP emulator CA", host, self.hostname
+            )
             self._tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls_context.load_cert_chain(cert, key)
         loop = asyncio.get_running_loop()
@@ -192,18 +189,6 @@ class SmtpServer:
         await asyncio.sleep(0)  # let connection_lost run for the closed transports
         self._remove_certificate()
 
-    async def __aenter__(self) -> SmtpServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     @property
     def host(self) -> str:
         return self._bound()[0]
@@ -218,8 +203,8 @@ class SmtpServer:
 
     @property
     def cert_path(self) -> str | None:
-        """The self-signed certificate (PEM) a client should trust; None without TLS."""
-        return None if self._cert_dir is None else str(self._cert_dir / "cert.pem")
+        """The CA certificate (PEM) a client should trust; None without TLS."""
+        return None if self._cert_dir is None else str(self._cert_dir / "ca.pem")
 
     def _bound(self) -> tuple[str, int]:
         if self._address is None:
@@ -274,15 +259,12 @@ class SmtpServer:
 
         Raises TimeoutError, saying how many arrived, after ``timeout`` seconds.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.received) < count:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(self.received)} of {count} messages after {timeout}s"
-            ) from None
+        await wait_until(
+            self._arrived,
+            lambda: len(self.received) >= count,
+            timeout,
+            lambda: f"{len(self.received)} of {count} messages",
+        )
         return self.received
 
     # -- the server --------------------------------------------------------------
@@ -438,49 +420,6 @@ def _rfc5322_problem(message: EmailMessage) -> str | None:
     return None
 
 
-def _write_self_signed_certificate(directory: Path, *hosts: str) -> tuple[Path, Path]:
-    """A throwaway EC certificate for ``hosts`` (plus localhost and the loopback
-    addresses), valid for a week; returns the paths of cert.pem and key.pem."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Tidings SMTP emulator")])
-    alt_names: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    for host in hosts:
-        try:
-            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt_names.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName(list(dict.fromkeys(alt_names))), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 # -- command line ----------------------------------------------------------------
 
 
@@ -492,24 +431,13 @@ def _print_line(mail: ReceivedMail) -> None:
     )
 
 
-async def _serve(server: SmtpServer, host: str, port: int) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await server.start(host, port)
-    try:
-        auth = "on" if server.requires_auth else "off"
-        print(
-            f"smtp server listening on {server.host}:{server.port} "
-            f"tls={server.tls_mode} auth={auth}"
-            + (f" ca_file={server.cert_path}" if server.cert_path else ""),
-            flush=True,
-        )
-        await stopping.wait()
-    finally:
-        await server.stop()
-    print("smtp server stopped", flush=True)
+def _banner(server: SmtpServer) -> str:
+    auth = "on" if server.requires_auth else "off"
+    return (
+        f"smtp server listening on {server.host}:{server.port} "
+        f"tls={server.tls_mode} auth={auth}"
+        + (f" ca_file={server.cert_path}" if server.cert_path else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,7 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         max_message_bytes=args.max_message_bytes,
         on_received=_print_line,
     )
-    asyncio.run(_serve(server, args.host, args.port))
+    asyncio.run(
+        serve_until_signalled(
+            server,
+            lambda: server.start(args.host, args.port),
+            lambda: _banner(server),
+            "smtp server stopped",
+        )
+    )
     return 0
 
 

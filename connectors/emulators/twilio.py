@@ -31,12 +31,10 @@ import hmac
 import os
 import re
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -45,6 +43,7 @@ import orjson
 import phonenumbers
 from aiohttp import web
 
+from connectors.emulators._server import HttpEmulator, serve_until_signalled, wait_until
 from connectors.sms import BODY_MAX_CHARS, STATUS_CALLBACK_MAX_CHARS
 from connectors.sms_encoding import segments, utf16_length
 
@@ -111,7 +110,7 @@ class Callback:
     """The callback endpoint's HTTP status; None when it could not be reached."""
 
 
-class TwilioEmulator:
+class TwilioEmulator(HttpEmulator):
     """A local Twilio Messages API that checks, records and fails on cue.
 
     Checks, in order: basic auth (401, 20003); To present (400, 21604); a sender
@@ -149,30 +148,21 @@ class TwilioEmulator:
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle (async with, url: HttpEmulator) ----------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
-        if self._runner is not None:
-            raise RuntimeError("emulator already started")
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_post(
             f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json", self._create_message
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._runner = runner
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
+        await super().start(host, port)
+        # For the status callbacks it posts.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        self._url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -181,28 +171,7 @@ class TwilioEmulator:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
-        if self._runner is not None:
-            runner, self._runner, self._url = self._runner, None, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> TwilioEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL to use as the connector's ``base_url``, e.g. ``http://127.0.0.1:8091``."""
-        if self._url is None:
-            raise RuntimeError("emulator is not started")
-        return self._url
+        await super().stop()
 
     # -- scripting ---------------------------------------------------------------
 
@@ -230,26 +199,23 @@ class TwilioEmulator:
     # The timeout is part of the assertion (ASYNC109), so the failure says how many arrived.
     async def wait_for(self, count: int, timeout: float) -> list[SentMessage]:  # noqa: ASYNC109
         """Wait until at least ``count`` messages were accepted; TimeoutError otherwise."""
-        await self._wait(lambda: len(self.messages) >= count, timeout,
-                         lambda: f"{len(self.messages)} of {count} messages")
+        await wait_until(
+            self._changed,
+            lambda: len(self.messages) >= count,
+            timeout,
+            lambda: f"{len(self.messages)} of {count} messages",
+        )
         return self.messages
 
     async def wait_for_callbacks(self, count: int, timeout: float) -> list[Callback]:  # noqa: ASYNC109
         """Wait until at least ``count`` status callbacks were posted."""
-        await self._wait(lambda: len(self.callbacks) >= count, timeout,
-                         lambda: f"{len(self.callbacks)} of {count} status callbacks")
+        await wait_until(
+            self._changed,
+            lambda: len(self.callbacks) >= count,
+            timeout,
+            lambda: f"{len(self.callbacks)} of {count} status callbacks",
+        )
         return self.callbacks
-
-    async def _wait(
-        self, done: Callable[[], bool], limit_s: float, progress: Callable[[], str]
-    ) -> None:
-        try:
-            async with asyncio.timeout(limit_s):
-                while not done():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise TimeoutError(f"{progress()} after {limit_s}s") from None
 
     # -- the endpoint ------------------------------------------------------------
 
@@ -464,20 +430,6 @@ def _print_line(message: SentMessage) -> None:
     )
 
 
-async def _serve(emulator: TwilioEmulator, host: str, port: int) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await emulator.start(host, port)
-    try:
-        print(f"twilio emulator listening on {emulator.url}", flush=True)
-        await stopping.wait()
-    finally:
-        await emulator.stop()
-    print("twilio emulator stopped", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m connectors.emulators.twilio",
@@ -496,7 +448,14 @@ def main(argv: list[str] | None = None) -> int:
                      "are required")
     emulator = TwilioEmulator(args.account_sid, args.auth_token, on_accepted=_print_line,
                               status_callbacks=not args.no_status_callbacks)
-    asyncio.run(_serve(emulator, args.host, args.port))
+    asyncio.run(
+        serve_until_signalled(
+            emulator,
+            lambda: emulator.start(args.host, args.port),
+            lambda: f"twilio emulator listening on {emulator.url}",
+            "twilio emulator stopped",
+        )
+    )
     return 0
 
 

@@ -25,19 +25,19 @@ import argparse
 import asyncio
 import collections
 import os
-import signal
 import ssl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from connectors.emulators._server import HttpEmulator, serve_until_signalled, wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class _Failure:
     retry_after: int | None = None
 
 
-class WebhookReceiver:
+class WebhookReceiver(HttpEmulator):
     """A local webhook endpoint that verifies signatures, records deliveries and fails on cue.
 
     Requests are POSTs to any path. A request whose signature does not verify
@@ -75,6 +75,8 @@ class WebhookReceiver:
     401; otherwise the path's script decides: the next status queued by
     :meth:`fail_next`, else the status set by :meth:`always`, else 200.
     """
+
+    _role = "receiver"
 
     def __init__(
         self,
@@ -93,57 +95,18 @@ class WebhookReceiver:
         )
         self._always: dict[str, int] = {}
         self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
 
-    # -- lifecycle ---------------------------------------------------------------
+    # -- lifecycle (start, stop, async with, url: HttpEmulator) -------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port``; port 0 picks a free one (see :attr:`url`)."""
-        if self._runner is not None:
-            raise RuntimeError("receiver already started")
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/{path:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, ssl_context=self._ssl_context).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._runner = runner
-        scheme = "http" if self._ssl_context is None else "https"
-        self._url = f"{scheme}://{_url_host(bound_host)}:{bound_port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner, self._url = self._runner, None, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> WebhookReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        return app
 
     @property
     def port(self) -> int:
         """The port listened on (useful with a URL that names another host)."""
         return int(self.url.rsplit(":", 1)[1])
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8089``; append any path."""
-        if self._url is None:
-            raise RuntimeError("receiver is not started")
-        return self._url
 
     # -- scripting ---------------------------------------------------------------
 
@@ -175,15 +138,12 @@ class WebhookReceiver:
 
         Raises TimeoutError, saying how many arrived, after ``timeout`` seconds.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.delivered) < count:
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(self.delivered)} of {count} webhook deliveries after {timeout}s"
-            ) from None
+        await wait_until(
+            self._arrived,
+            lambda: len(self.delivered) >= count,
+            timeout,
+            lambda: f"{len(self.delivered)} of {count} webhook deliveries",
+        )
         return self.delivered
 
     # -- the endpoint ------------------------------------------------------------
@@ -242,10 +202,6 @@ def _normalise(path: str) -> str:
     return path if path.startswith("/") else f"/{path}"
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
@@ -271,20 +227,6 @@ def _print_line(received: Received) -> None:
     )
 
 
-async def _serve(receiver: WebhookReceiver, host: str, port: int) -> None:
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    await receiver.start(host, port)
-    try:
-        print(f"webhook receiver listening on {receiver.url}", flush=True)
-        await stopping.wait()
-    finally:
-        await receiver.stop()
-    print("webhook receiver stopped", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m connectors.emulators.webhook_receiver",
@@ -304,7 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         receiver = WebhookReceiver(args.secret, on_received=_print_line)
     except (ValueError, EmptyWebhookSecretError) as exc:  # binascii.Error is a ValueError
         parser.error(f"--secret is not a whsec_ secret: {exc}")
-    asyncio.run(_serve(receiver, args.host, args.port))
+    asyncio.run(
+        serve_until_signalled(
+            receiver,
+            lambda: receiver.start(args.host, args.port),
+            lambda: f"webhook receiver listening on {receiver.url}",
+            "webhook receiver stopped",
+        )
+    )
     return 0
 
 

@@ -199,7 +199,18 @@ def _alignment(samples: list[tuple[int, int]], period_s: float) -> dict[str, Any
         return round(math.hypot(sum(xs), sum(ys)) / len(slow), 2)
 
     controls = {f"{p:g}s": resultant(p * 1000) for p in (0.7, 1.3, 1.7, 2.3)}
+    # The other view: p90 latency of every delivery by phase of the commit period (10 bins).
+    # Commit stalls make one phase slow (peak well above the median bin); no periodic cost
+    # leaves the bins level.
+    period_ms = period_s * 1000
+    bins: dict[int, list[int]] = defaultdict(list)
+    for c, latency in samples:
+        bins[int((c % period_ms) / period_ms * 10)].append(latency)
+    by_phase = [percentile(bins[b], 90) if bins[b] else 0 for b in range(10)]
+    level = statistics.median(by_phase) or 1
     return {
+        "p90_by_phase_ms": by_phase,
+        "phase_peak_over_median": round(max(by_phase) / level, 2),
         "slow_threshold_ms": threshold,
         "slow_count": len(slow),
         "r_at_commit_interval": resultant(period_s * 1000),

@@ -126,7 +126,10 @@ def markdown(results: dict[str, Any]) -> str:
                   f"interval ({run.get('commit_interval_s')} s) = "
                   f"{align.get('r_at_commit_interval')}, at other periods "
                   f"{align.get('r_at_other_periods')} (R near 0: no periodicity; "
-                  "R well above the others: spikes line up with commits).", ""]
+                  "R well above the others: spikes line up with commits). "
+                  f"p90 by tenth of the commit period (ms): {align.get('p90_by_phase_ms')}, "
+                  f"peak ÷ median {align.get('phase_peak_over_median')} (level: no periodic "
+                  "stall).", ""]
 
     for key, title in (("pipeline", "Profile of the pipeline worker"),
                        ("delivery", "Profile of the delivery worker")):

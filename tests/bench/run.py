@@ -1,5 +1,6 @@
 """Tidings benchmarks: raw Kafka ceilings, pipeline and delivery throughput, latency at a
-steady rate, worker memory, scaling over worker processes, and a profile of the pipeline.
+steady rate, worker memory, scaling over worker processes, and py-spy profiles of the
+pipeline and delivery workers taken during their measured runs.
 
     make bench          # full size, about 5 minutes on two cores
     make bench-smoke    # tiny sizes, checks the harness end to end

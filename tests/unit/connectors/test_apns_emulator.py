@@ -3,9 +3,8 @@
 import asyncio
 import signal
 import ssl
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ KEY = make_signing_key()
 TOPIC = "com.example.app"
 DEVICE = "a1b2c3d4" * 8
 OTHER_DEVICE = "0f" * 32
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_message(
@@ -411,63 +409,37 @@ async def test_url_needs_a_started_emulator() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_command_line_prints_notifications_and_stops_cleanly(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signum: signal.Signals, run_emulator: Callable[..., Any]
 ) -> None:
     key_file = tmp_path / "AuthKey.p8"
     key_file.write_text(KEY.private_key)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "connectors.emulators.apns",
-        "--port",
-        "0",
-        "--team-id",
-        KEY.team_id,
-        "--key-id",
-        KEY.key_id,
-        "--key-file",
-        str(key_file),
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(15):
-            banner = (await process.stdout.readline()).decode()
-            fields = dict(part.split("=", 1) for part in banner.split() if "=" in part)
-            url = banner.split()[4]
-            assert url.startswith("https://127.0.0.1:"), banner
+    args = ["--team-id", KEY.team_id, "--key-id", KEY.key_id, "--key-file", str(key_file)]
+    async with run_emulator("apns", *args) as cli:
+        fields = dict(part.split("=", 1) for part in cli.banner.split() if "=" in part)
+        url = cli.banner.split()[4]
+        assert url.startswith("https://127.0.0.1:"), cli.banner
 
-            config = ApnsConfig(
-                KEY.team_id,
-                KEY.key_id,
-                KEY.private_key,
-                TOPIC,
-                base_url=url,
-                ca_file=fields["ca_file"],
-            )
-            channel = ApnsChannel(config)
-            try:
-                verdict = await channel.send(make_message("dlv_cli"))
-            finally:
-                await channel.aclose()
-            line = (await process.stdout.readline()).decode()
+        config = ApnsConfig(
+            KEY.team_id,
+            KEY.key_id,
+            KEY.private_key,
+            TOPIC,
+            base_url=url,
+            ca_file=fields["ca_file"],
+        )
+        channel = ApnsChannel(config)
+        try:
+            verdict = await channel.send(make_message("dlv_cli"))
+        finally:
+            await channel.aclose()
+        line = await cli.readline()
 
-            process.send_signal(signum)
-            rest, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await cli.stop(signum)
 
     assert verdict.outcome is Outcome.DELIVERED
     assert f"apns-id={apns_id_for('dlv_cli')}" in line
     assert "HTTP/2" in line
     assert "Invoice paid" in line
-    assert process.returncode == 0, errors.decode()
-    assert b"stopped" in rest
-    assert b"Traceback" not in errors
 
 
 async def test_port_in_use_fails_start_and_cleans_up(emulator: ApnsEmulator) -> None:

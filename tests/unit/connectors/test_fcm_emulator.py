@@ -3,7 +3,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -468,51 +468,28 @@ async def test_url_needs_a_started_emulator() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_command_line_prints_sends_and_stops_cleanly(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signum: signal.Signals, run_emulator: Callable[..., Any]
 ) -> None:
     account_file = tmp_path / "sa" / "fcm.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "connectors.emulators.fcm",
-        "--port",
-        "0",
-        "--write-service-account",
-        str(account_file),
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(15):
-            banner = (await process.stdout.readline()).decode()
-            url = banner.rsplit(" ", 1)[-1].strip()
-            assert url.startswith("http://127.0.0.1:"), banner
+    async with run_emulator("fcm", "--write-service-account", str(account_file)) as cli:
+        url = cli.banner.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), cli.banner
 
-            # The written key file alone (token_uri included) is enough to send.
-            channel = FcmChannel(FcmConfig(str(account_file), base_url=url))
-            try:
-                verdict = await channel.send(make_message("dlv_cli"))
-            finally:
-                await channel.aclose()
-            line = (await process.stdout.readline()).decode()
+        # The written key file alone (token_uri included) is enough to send.
+        channel = FcmChannel(FcmConfig(str(account_file), base_url=url))
+        try:
+            verdict = await channel.send(make_message("dlv_cli"))
+        finally:
+            await channel.aclose()
+        line = await cli.readline()
 
-            process.send_signal(signum)
-            rest, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await cli.stop(signum)
 
     assert verdict.outcome is Outcome.DELIVERED
     assert line.startswith("200 OK")
     assert "delivery_id=dlv_cli" in line
     assert "Invoice paid" in line
     assert account_file.stat().st_mode & 0o777 == 0o600
-    assert process.returncode == 0, errors.decode()
-    assert b"stopped" in rest
-    assert b"Traceback" not in errors
 
 
 def test_command_line_refuses_a_missing_key_file(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 import asyncio
 import email.policy
 import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,7 +15,6 @@ from connectors.email import EmailChannel, EmailConfig, build_envelope
 from connectors.emulators.smtp_server import SmtpServer
 from connectors.verdict import InvalidMessage, Outcome, Verdict
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 USER, PASSWORD = "tidings", "s3cret-pass"
 BOB = "bob@example.com"
 
@@ -548,42 +546,30 @@ async def test_address_needs_a_started_server() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_command_line_prints_accepted_mail_and_stops_cleanly(
-    signum: signal.Signals, channel_for: Callable[..., EmailChannel]
+    signum: signal.Signals,
+    run_emulator: Callable[..., Any],
+    channel_for: Callable[..., EmailChannel],
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "connectors.emulators.smtp_server",
-        "--port", "0", "--tls", "starttls", "--username", USER, "--password", PASSWORD,
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(15):
-            banner = (await process.stdout.readline()).decode()
-            fields = dict(f.split("=", 1) for f in banner.split() if "=" in f)
-            address = banner.split(" on ", 1)[1].split()[0]
-            host, port = address.rsplit(":", 1)
-            assert fields["tls"] == "starttls" and fields["auth"] == "on", banner
-            config = EmailConfig(
-                from_address="Tidings <no-reply@example.com>", host=host, port=int(port),
-                username=USER, password=PASSWORD, ca_file=fields["ca_file"],
-                local_hostname="localhost", timeout_s=5.0,
-            )
+    async with run_emulator(
+        "smtp_server", "--tls", "starttls", "--username", USER, "--password", PASSWORD
+    ) as cli:
+        fields = dict(f.split("=", 1) for f in cli.banner.split() if "=" in f)
+        address = cli.banner.split(" on ", 1)[1].split()[0]
+        host, port = address.rsplit(":", 1)
+        assert fields["tls"] == "starttls" and fields["auth"] == "on", cli.banner
+        config = EmailConfig(
+            from_address="Tidings <no-reply@example.com>", host=host, port=int(port),
+            username=USER, password=PASSWORD, ca_file=fields["ca_file"],
+            local_hostname="localhost", timeout_s=5.0,
+        )
 
-            verdict = await channel_for(config).send(make_message("dlv_cli"))
-            line = (await process.stdout.readline()).decode()
+        verdict = await channel_for(config).send(make_message("dlv_cli"))
+        line = await cli.readline()
 
-            process.send_signal(signum)
-            rest, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await cli.stop(signum)
 
     assert verdict.outcome is Outcome.DELIVERED
     assert line.startswith("250 ")
     assert "message-id=<dlv_cli@example.com>" in line
     assert "'Invoice paid'" in line
-    assert process.returncode == 0, errors.decode()
-    assert b"stopped" in rest
-    assert b"Traceback" not in errors
     assert not Path(fields["ca_file"]).exists()

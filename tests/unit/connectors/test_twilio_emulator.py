@@ -2,7 +2,7 @@ import asyncio
 import base64
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -476,39 +476,24 @@ async def test_status_callbacks_can_be_turned_off(client: httpx.AsyncClient) -> 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_command_line_prints_messages_and_stops_cleanly(
-    client: httpx.AsyncClient, signum: signal.Signals
+    client: httpx.AsyncClient, signum: signal.Signals, run_emulator: Callable[..., Any]
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "connectors.emulators.twilio",
-        "--port", "0", "--account-sid", ACCOUNT_SID, "--auth-token", TOKEN,
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(10):
-            banner = (await process.stdout.readline()).decode()
-            url = banner.rsplit(" ", 1)[-1].strip()
-            assert url.startswith("http://127.0.0.1:"), banner
+    args = ["--account-sid", ACCOUNT_SID, "--auth-token", TOKEN]
+    async with run_emulator("twilio", *args, timeout=10) as cli:
+        url = cli.banner.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), cli.banner
 
-            config = TwilioConfig(ACCOUNT_SID, TOKEN, from_number=FROM, base_url=url)
-            verdict = await TwilioChannel(config, client).send(make_message())
-            line = (await process.stdout.readline()).decode()
+        config = TwilioConfig(ACCOUNT_SID, TOKEN, from_number=FROM, base_url=url)
+        verdict = await TwilioChannel(config, client).send(make_message())
+        line = await cli.readline()
 
-            process.send_signal(signum)
-            rest, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await cli.stop(signum)
 
     assert verdict.outcome is Outcome.DELIVERED
     assert line.startswith("201 SM")
     assert f"to={TO}" in line
     assert "GSM-7x1" in line
     assert "Sign-in code" in line
-    assert process.returncode == 0, errors.decode()
-    assert b"stopped" in rest
-    assert b"Traceback" not in errors
 
 
 async def test_command_line_needs_credentials() -> None:

@@ -1,10 +1,8 @@
 import asyncio
 import base64
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -17,7 +15,6 @@ from connectors.webhook import WebhookChannel, WebhookConfig, build_request, del
 SECRET = "whsec_" + base64.b64encode(b"0" * 32).decode()
 LOCAL = ("127.0.0.0/8",)  # the receiver listens on loopback, which the SSRF guard refuses
 CONFIG = WebhookConfig(secret=SECRET, allowed_networks=LOCAL)
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def make_message(url: str, delivery_id: str = "dlv_1", **overrides: Any) -> dict[str, Any]:
@@ -277,44 +274,21 @@ async def test_url_needs_a_started_receiver() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_command_line_prints_deliveries_and_stops_cleanly(
-    client: httpx.AsyncClient, signum: signal.Signals
+    client: httpx.AsyncClient, signum: signal.Signals, run_emulator: Callable[..., Any]
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "connectors.emulators.webhook_receiver",
-        "--port",
-        "0",
-        "--secret",
-        SECRET,
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(10):
-            banner = (await process.stdout.readline()).decode()
-            url = banner.rsplit(" ", 1)[-1].strip()
-            assert url.startswith("http://127.0.0.1:"), banner
+    async with run_emulator("webhook_receiver", "--secret", SECRET, timeout=10) as cli:
+        url = cli.banner.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), cli.banner
 
-            verdict = await deliver(client, make_message(url + "/hook", "dlv_cli"), CONFIG)
-            line = (await process.stdout.readline()).decode()
+        verdict = await deliver(client, make_message(url + "/hook", "dlv_cli"), CONFIG)
+        line = await cli.readline()
 
-            process.send_signal(signum)
-            rest, errors = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await cli.stop(signum)
 
     assert verdict.outcome is Outcome.DELIVERED
     assert "webhook-id=dlv_cli" in line
     assert "verified=True" in line
     assert "Invoice paid" in line
-    assert process.returncode == 0, errors.decode()
-    assert b"stopped" in rest
-    assert b"Traceback" not in errors
 
 
 # -- WebhookChannel -----------------------------------------------------------------
