@@ -35,6 +35,7 @@ class CircuitBreaker:
     clock: Callable[[], float] = time.monotonic
     state: str = CLOSED
     _calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    _failures: int = 0  # failed calls in `_calls`, kept as they come and go
     _opened_at: float = 0.0
     _trials_started: int = 0
     _trials_passed: int = 0
@@ -61,15 +62,16 @@ class CircuitBreaker:
                 if self._trials_passed >= self.trial_calls:
                     self.state = CLOSED
                     self._calls.clear()
+                    self._failures = 0
             return
         if self.state == OPEN:
             return  # a late answer to a call made before it opened
         self._calls.append((now, failed))
+        self._failures += failed
         while self._calls and now - self._calls[0][0] > self.window_s:
-            self._calls.popleft()
+            self._failures -= self._calls.popleft()[1]
         if len(self._calls) >= self.min_calls:
-            failures = sum(1 for _, f in self._calls if f)
-            if failures / len(self._calls) >= self.failure_threshold:
+            if self._failures / len(self._calls) >= self.failure_threshold:
                 self._open(now)
 
     def retry_in_s(self) -> float:
@@ -81,3 +83,4 @@ class CircuitBreaker:
     def _open(self, now: float) -> None:
         self.state, self._opened_at = OPEN, now
         self._calls.clear()
+        self._failures = 0

@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "deploy" / "local"))
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+from httpx_aiohttp import AiohttpTransport  # noqa: E402
 import run as local_run  # noqa: E402
 
 from agents.channels import CHANNELS  # noqa: E402
@@ -59,7 +60,9 @@ def _message(channel: str, i: int) -> dict[str, Any]:
 
 async def _drive(channel: str, settings: Any, messages: int, concurrency: int
                  ) -> dict[str, Any]:
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2)) as client:
+    limits = httpx.Limits(max_connections=concurrency * 2)
+    transport = AiohttpTransport(limits=limits, trust_env=False)
+    async with httpx.AsyncClient(transport=transport, limits=limits) as client:
         sender = CHANNELS[channel].build(settings, client)
         try:
             await sender.send(_message(channel, -1))  # warm up: connections, tokens
