@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO / "deploy" / "local"))
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from httpx_aiohttp import AiohttpTransport  # noqa: E402
 import run as local_run  # noqa: E402
+from httpx_aiohttp import AiohttpTransport  # noqa: E402
 
 from agents.channels import CHANNELS  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
