@@ -44,9 +44,9 @@ class Settings(BaseSettings):
     # Worker
     data_dir: Path = Path(".cache/worker")
     web_port: int = 6066
-    # Faust commits offsets (after flushing the producer) at this interval; it bounds how much
-    # is reprocessed after a crash, and how long downstream sends may wait with
-    # stream_publish_on_commit.
+    # Faust commits offsets at this interval, after flushing the producer. Under a backlog the
+    # flush can take longer than the interval (see README, Performance), so this is the
+    # least, not the most, that is reprocessed after a crash.
     commit_interval_s: float = Field(1.0, gt=0)
     enabled_channels: tuple[str, ...] = ("webhook",)
     # Which stages this worker runs. All by default; a deployment may run delivery workers

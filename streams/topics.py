@@ -53,6 +53,17 @@ def channel_topic(settings: Settings, channel: str) -> str:
     return settings.topic(f"channel.{channel}")
 
 
+# The worker's tables (agents/): Faust keeps each one's changelog in
+# `<app id>-<table>-changelog`. They are declared here too, so they exist before the first
+# worker starts: a worker that meets a table write before its consumer has seen the
+# changelog topic fails the write (Faust's PartitionsMismatch) and dead-letters the event.
+TABLES = ("dedup", "rate-limits", "delivered", "suppressed")
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     n, rf = settings.partitions, settings.replication_factor
     specs = [
@@ -61,6 +72,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("status"), n, rf, retention_ms=30 * DAY_MS),
         TopicSpec(settings.topic("deadletter"), n, rf, retention_ms=30 * DAY_MS),
     ]
+    specs += [TopicSpec(changelog_topic(settings, table), n, rf, compacted=True)
+              for table in TABLES]
     for channel in settings.enabled_channels:
         specs.append(TopicSpec(channel_topic(settings, channel), n, rf, retention_ms=7 * DAY_MS))
         for delay in settings.retry_tiers_s:

@@ -25,6 +25,10 @@ def test_default_topic_names() -> None:
         "tidings.dispatch",
         "tidings.status",
         "tidings.deadletter",
+        "tidings-dedup-changelog",
+        "tidings-rate-limits-changelog",
+        "tidings-delivered-changelog",
+        "tidings-suppressed-changelog",
         "tidings.channel.webhook",
         "tidings.retry.webhook.5s",
         "tidings.retry.webhook.30s",
@@ -42,6 +46,10 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.dispatch",
         "t1.status",
         "t1.deadletter",
+        "tidings-dedup-changelog",
+        "tidings-rate-limits-changelog",
+        "tidings-delivered-changelog",
+        "tidings-suppressed-changelog",
         "t1.channel.webhook",
         "t1.retry.webhook.10s",
         "t1.retry.webhook.2m",
@@ -147,9 +155,12 @@ def test_min_insync_replicas_only_with_replicas(
     assert all(("min.insync.replicas" in spec.config()) is has_min_isr for spec in specs)
 
 
-def test_declared_topics_are_not_compacted_and_names_are_unique() -> None:
+def test_only_table_changelogs_are_compacted_and_names_are_unique() -> None:
     # Requests, statuses and retries are event logs: none of them may lose records to
-    # compaction (the compacted topics are Faust's table changelogs, which Faust creates).
-    specs = topic_specs(load_settings(enabled_channels=("webhook", "email")))
-    assert not any(spec.compacted for spec in specs)
+    # compaction. Only the tables' changelogs (latest value per key) are compacted.
+    specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
+    assert {spec.name for spec in specs if spec.compacted} == {
+        "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
+        "w1-suppressed-changelog",
+    }
     assert len({spec.name for spec in specs}) == len(specs)
