@@ -134,7 +134,13 @@ def _emulators(env: dict[str, str], state: Path) -> tuple[list[list[str]], dict[
     return commands, {**env, **{k: v for k, v in settings.items() if k not in os.environ}}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # `kill` stops the run the way Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     taken = [p for p in (RECEIVER_PORT, FCM_PORT, TWILIO_PORT, SLACK_PORT, APNS_PORT, SMTP_PORT)
              if not _port_free(p)]
     if taken:
@@ -184,6 +190,10 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
     finally:
+        # A second Ctrl-C (or a SIGTERM) must not cut the clean-up short and leave a broker
+        # or an emulator running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
