@@ -9,10 +9,12 @@ from typing import Any
 
 import faust
 
+from agents.retry import DUE_HEADER, tier_for_wait
 from connectors.verdict import ConnectorError
 from streams.app import raw_topic
 from streams.errors import TidingsError
 from streams.records import dead_letter_record, status_record
+from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import Settings
 from streams.topics import channel_topic, retry_topic
@@ -45,6 +47,17 @@ class Pipeline:
         record = status_record(message, status, **fields)
         await self.status.send(
             key=record["notification_id"].encode(), value=self._status_serde.encode(record)
+        )
+
+    async def park(self, key: bytes | None, message: dict[str, Any], due_ms: int) -> None:
+        """Send `message` to the shortest retry tier of its channel that covers the wait
+        until `due_ms`; the delay line hands it back to the channel topic when it is due."""
+        tiers = self.settings.retry_tiers_s
+        tier = tier_for_wait(max(0, due_ms - now_ms()) / 1000, tiers)
+        message["not_before"] = due_ms
+        await self.retries[message["channel"]][tier].send(
+            key=key, value=self.message_serde.encode(message),
+            headers=[(DUE_HEADER, str(due_ms).encode())],
         )
 
     async def dead_letter(

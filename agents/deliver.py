@@ -27,7 +27,7 @@ from httpx_aiohttp import AiohttpTransport
 from agents.breaker import CircuitBreaker
 from agents.channels import CHANNELS, Channel, check_channels
 from agents.context import Pipeline
-from agents.retry import DUE_HEADER, retry_tier_for, tier_for_wait
+from agents.retry import retry_tier_for
 from agents.route import failover_message
 from connectors.verdict import ConnectorError, Outcome, Verdict
 from streams.errors import TidingsError
@@ -115,16 +115,6 @@ class Deliverer:
             )
         return breaker
 
-    async def park(self, event: faust.EventT[bytes], message: dict[str, Any], due: int) -> None:
-        """Send `message` to the retry tier of its channel that covers the wait until `due`."""
-        tiers = self.settings.retry_tiers_s
-        tier = tier_for_wait(max(0, due - now_ms()) / 1000, tiers)
-        message["not_before"] = due
-        await self.pipeline.retries[message["channel"]][tier].send(
-            key=event.key, value=self.pipeline.message_serde.encode(message),
-            headers=[(DUE_HEADER, str(due).encode())],
-        )
-
     async def handle(self, event: faust.EventT[bytes], channel: Channel, channel_name: str
                      ) -> None:
         pipeline = self.pipeline
@@ -135,7 +125,7 @@ class Deliverer:
             return
         now = now_ms()
         if message["not_before"] - now > _DUE_SLACK_MS:
-            await self.park(event, message, message["not_before"])
+            await self.pipeline.park(event.key, message, message["not_before"])
             return
         if self.suppressed.get(suppression_key(message)) is not None:
             await pipeline.emit_status(message, "suppressed", reason="address is suppressed")
@@ -158,7 +148,8 @@ class Deliverer:
         if message.get("fallback_channels") and waited_s > self.settings.failover_after_s:
             await self.give_up(event, message, Rejected(f"{reason} for {waited_s:.0f}s"))
             return
-        await self.park(event, message, now + int(max(breaker.retry_in_s(), 1) * 1000))
+        due = now + int(max(breaker.retry_in_s(), 1) * 1000)
+        await self.pipeline.park(event.key, message, due)
         await self.pipeline.emit_status(message, "retrying", reason=reason)
 
     async def act_on(self, event: faust.EventT[bytes], message: dict[str, Any],
@@ -181,7 +172,7 @@ class Deliverer:
                 return
             message["last_error"] = verdict.reason
             delay_s = max(tiers[tier], verdict.retry_after or 0)
-            await self.park(event, message, done + int(delay_s * 1000))
+            await self.pipeline.park(event.key, message, done + int(delay_s * 1000))
             await pipeline.emit_status(message, "retrying", reason=verdict.reason,
                                        status_code=verdict.status_code)
         elif verdict.outcome is Outcome.ADDRESS_INVALID:

@@ -13,7 +13,6 @@ import faust
 
 from agents.context import Pipeline
 from agents.rate_limit import ALLOW, DEFER, Limit, decide
-from agents.retry import DUE_HEADER, tier_for_wait
 from agents.route import channel_messages
 from streams.requests import now_ms
 
@@ -44,16 +43,6 @@ class Dispatcher:
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
 
-    async def defer(self, key: bytes | None, message: dict[str, Any], due: int, now: int
-                    ) -> None:
-        tiers = self.settings.retry_tiers_s
-        message["not_before"] = due
-        tier = tier_for_wait((due - now) / 1000, tiers)
-        await self.pipeline.retries[message["channel"]][tier].send(
-            key=key, value=self.pipeline.message_serde.encode(message),
-            headers=[(DUE_HEADER, str(due).encode())],
-        )
-
     async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
         pipeline, settings, state = self.pipeline, self.settings, self.state
         now = now_ms()
@@ -80,7 +69,7 @@ class Dispatcher:
             due = send_at
         for message in channel_messages(request):
             if due > now:
-                await self.defer(key, message, due, now)
+                await pipeline.park(key, message, due)
                 await pipeline.emit_status(
                     message, "deferred", reason="send_at" if due == send_at else "rate limit"
                 )
