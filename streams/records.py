@@ -16,6 +16,7 @@ def status_record(
     status_code: int | None = None,
     latency_ms: int | None = None,
     at_ms: int | None = None,
+    details: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A DeliveryStatus for a request or a ChannelMessage (`delivery_id` absent for requests)."""
     return {
@@ -29,6 +30,7 @@ def status_record(
         "status_code": status_code,
         "occurred_at": at_ms if at_ms is not None else now_ms(),
         "latency_ms": latency_ms,
+        "details": dict(details or {}),
     }
 
 

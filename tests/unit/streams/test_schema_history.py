@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import SCHEMA_DIR
+from streams.records import status_record
 from streams.requests import normalize_request
 from streams.serde import AvroSerde, SchemaRegistry, default_registry, serde
 
@@ -19,7 +20,7 @@ REQUEST = {
     ("name", "history_file"),
     [("NotificationRequest", "notification_request.v1.avsc")],
 )
-def test_v1_bytes_read_into_the_current_schema_with_defaults(name, history_file):
+def test_v1_request_bytes_read_into_the_current_schema_with_defaults(name, history_file):
     old = AvroSerde(name, default_registry(), schema=SCHEMA_DIR / "history" / history_file)
     record = normalize_request(REQUEST)
     record.pop("fallback_channels", None)
@@ -28,6 +29,16 @@ def test_v1_bytes_read_into_the_current_schema_with_defaults(name, history_file)
     decoded = current.decode(old.encode(record))
     assert decoded["fallback_channels"] == []
     assert decoded["notification_id"] == record["notification_id"]
+
+
+def test_v1_status_bytes_read_with_empty_details():
+    v1 = SCHEMA_DIR / "history" / "delivery_status.v1.avsc"
+    old = AvroSerde("DeliveryStatus", default_registry(), schema=v1)
+    record = status_record({"tenant_id": "acme", "notification_id": "n1"}, "accepted")
+    record.pop("details")
+    decoded = serde("DeliveryStatus").decode(old.encode(record))
+    assert decoded["details"] == {}
+    assert decoded["status"] == "accepted"
 
 
 def test_every_history_schema_is_known_to_the_default_registry():

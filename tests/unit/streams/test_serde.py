@@ -89,6 +89,7 @@ def delivery_status(**overrides: Any) -> dict[str, Any]:
         "status_code": 250,
         "occurred_at": CREATED_AT + 1_500,
         "latency_ms": 1_500,
+        "details": {"template": "welcome", "variant": "b"},
     } | overrides
 
 
