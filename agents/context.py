@@ -43,10 +43,22 @@ class Pipeline:
         self._status_serde = serde("DeliveryStatus")
         self._dead_letter_serde = serde("DeadLetter")
 
+    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Hand one record to the producer (partitioned by key, like Topic.send).
+
+        This skips Faust's per-message wrappers around the same producer call (futures,
+        callbacks, sensors), which cost more than the send itself on the hot path. Nothing is
+        lost by it: Faust flushes the producer before it commits offsets.
+        """
+        await self.app.producer.send(
+            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=headers
+        )
+
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
         record = status_record(message, status, **fields)
-        await self.status.send(
-            key=record["notification_id"].encode(), value=self._status_serde.encode(record)
+        await self.send(
+            self.status, record["notification_id"].encode(), self._status_serde.encode(record)
         )
 
     async def park(self, key: bytes | None, message: dict[str, Any], due_ms: int) -> None:
@@ -55,8 +67,8 @@ class Pipeline:
         tiers = self.settings.retry_tiers_s
         tier = tier_for_wait(max(0, due_ms - now_ms()) / 1000, tiers)
         message["not_before"] = due_ms
-        await self.retries[message["channel"]][tier].send(
-            key=key, value=self.message_serde.encode(message),
+        await self.send(
+            self.retries[message["channel"]][tier], key, self.message_serde.encode(message),
             headers=[(DUE_HEADER, str(due_ms).encode())],
         )
 
@@ -76,7 +88,7 @@ class Pipeline:
             offset=message.offset, key=message.key, value=message.value or b"",
             attempts=attempts, reason=reason, decoded=decoded,
         )
-        await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
+        await self.send(self.deadletter, message.key, self._dead_letter_serde.encode(record))
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
         log.warning(

@@ -189,8 +189,9 @@ class Deliverer:
         """This channel ended without a delivery: the next fallback channel, or a dead letter."""
         following = failover_message(message)
         if following is not None and following["channel"] in self.pipeline.channels:
-            await self.pipeline.channels[following["channel"]].send(
-                key=event.key, value=self.pipeline.message_serde.encode(following)
+            await self.pipeline.send(
+                self.pipeline.channels[following["channel"]], event.key,
+                self.pipeline.message_serde.encode(following),
             )
             await self.pipeline.emit_status(
                 message, "failover",

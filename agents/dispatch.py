@@ -12,27 +12,36 @@ from typing import Any
 import faust
 
 from agents.context import Pipeline
-from agents.rate_limit import ALLOW, DEFER, Limit, decide
+from agents.rate_limit import ALLOW, DEFER, Limit, WriteBehind, decide
 from agents.route import channel_messages
 from streams.requests import now_ms
 
 STAGE = "rate_limit"
 
 
-def limits_for(request: Mapping[str, Any], settings: Any) -> dict[str, Limit]:
-    """Every limit one single-recipient request counts against, by table key."""
+def limits_for(request: Mapping[str, Any], settings: Any, partition: int) -> dict[str, Limit]:
+    """Every limit one single-recipient request counts against, by table key.
+
+    The tenant and tenant-channel limits are split over the partitions (agents/rate_limit.py),
+    so their keys name the partition: each partition's share is its own state. (Without it,
+    one key would live in every partition's store and a read could see another's.)
+    """
     tenant = request["tenant_id"]
     user = request["recipients"][0]["user_id"]
     burst, partitions = settings.rate_burst, settings.partitions
     limits = {
-        f"t/{tenant}": Limit(settings.rate_tenant_per_min, burst).split(partitions),
+        f"t/{tenant}/{partition}": Limit(settings.rate_tenant_per_min, burst).split(partitions),
         f"u/{tenant}/{user}": Limit(settings.rate_user_per_min, burst),
     }
     for channel in request["channels"]:
-        limits[f"c/{tenant}/{channel}"] = Limit(
+        limits[f"c/{tenant}/{channel}/{partition}"] = Limit(
             settings.rate_channel_per_min, burst
         ).split(partitions)
     return limits
+
+
+def _is_shared(key: str) -> bool:
+    return not key.startswith("u/")
 
 
 class Dispatcher:
@@ -42,20 +51,37 @@ class Dispatcher:
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
+        self.shared = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
 
-    async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
+        @app.on_partitions_revoked.connect
+        async def _forget_shared(*_: Any, **__: Any) -> None:
+            self.shared.forget()
+
+    def _read(self, key: str) -> float | None:
+        if key in self.shared:
+            return self.shared.get(key)
+        value: float | None = self.state.get(key)
+        return value
+
+    async def handle(self, key: bytes | None, request: dict[str, Any], partition: int) -> None:
+        """`partition`: the partition of the event being processed; table writes go there."""
         pipeline, settings, state = self.pipeline, self.settings, self.state
         now = now_ms()
         due = now
         if request["priority"] != "critical":
             # Critical notifications (security alerts, outages) bypass the limits.
-            limits = limits_for(request, settings)
+            limits = limits_for(request, settings, partition)
             decision, updates = decide(
-                {k: state.get(k) for k in limits}, limits, now,
+                {k: self._read(k) for k in limits}, limits, now,
                 defer=settings.rate_limit_policy == "defer",
                 max_defer_ms=settings.retry_tiers_s[-1] * 1000,
             )
             for k, tat in updates.items():
+                if _is_shared(k):
+                    self.shared.put(partition, k, tat)
+                else:
+                    state[k] = tat
+            for k, tat in self.shared.due(partition, now).items():
                 state[k] = tat
             if decision.outcome not in (ALLOW, DEFER):
                 await pipeline.emit_status(
@@ -74,8 +100,9 @@ class Dispatcher:
                     message, "deferred", reason="send_at" if due == send_at else "rate limit"
                 )
             else:
-                await pipeline.channels[message["channel"]].send(
-                    key=key, value=pipeline.message_serde.encode(message)
+                await pipeline.send(
+                    pipeline.channels[message["channel"]], key,
+                    pipeline.message_serde.encode(message),
                 )
 
 
@@ -86,6 +113,8 @@ def register(app: faust.App, pipeline: Pipeline) -> Dispatcher:
     async def dispatch(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):
-                await dispatcher.handle(event.key, pipeline.request_serde.decode(event.value))
+                await dispatcher.handle(
+                    event.key, pipeline.request_serde.decode(event.value), event.message.partition
+                )
 
     return dispatcher

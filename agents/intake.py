@@ -39,9 +39,9 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
                 seen[key] = window.entry(request["notification_id"], now)
                 await pipeline.emit_status(request, "accepted")
                 if dispatcher is not None and len(request["recipients"]) == 1:
-                    await dispatcher.handle(event.key, request)
+                    await dispatcher.handle(event.key, request, event.message.partition)
                     continue
                 for recipient_key, single in fan_out(request):
-                    await pipeline.dispatch.send(
-                        key=recipient_key, value=pipeline.request_serde.encode(single)
+                    await pipeline.send(
+                        pipeline.dispatch, recipient_key, pipeline.request_serde.encode(single)
                     )

@@ -86,3 +86,45 @@ def decide(
         key: gcra_take(states.get(key), now_ms, limit, wait) for key, limit in limits.items()
     }
     return Decision(ALLOW if wait == 0 else DEFER, at_ms), updates
+
+
+class WriteBehind:
+    """Keep the TATs that many requests share (a tenant's, a tenant-channel's) in memory and
+    hand them to the table at most once per `every_ms` per partition.
+
+    Every table write is a changelog record; the shared keys are touched by nearly every
+    request, so writing them each time would cost two extra records per request for state
+    that a checkpoint keeps nearly as well. What a crash or a rebalance can lose is the last
+    `every_ms` of advances on those keys: the limit may admit up to that much extra traffic
+    once, after a restart. Per-user TATs are not kept here; they are written every time.
+    """
+
+    def __init__(self, every_ms: int) -> None:
+        self.every_ms = every_ms
+        self._values: dict[str, float] = {}
+        self._dirty: dict[int, dict[str, float]] = {}
+        self._checkpointed_at: dict[int, int] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    def get(self, key: str) -> float | None:
+        return self._values.get(key)
+
+    def put(self, partition: int, key: str, tat: float) -> None:
+        self._values[key] = tat
+        self._dirty.setdefault(partition, {})[key] = tat
+
+    def due(self, partition: int, now_ms: int) -> dict[str, float]:
+        """The entries of `partition` to write now: all its dirty ones once `every_ms` has
+        passed since its last checkpoint, else none."""
+        if now_ms - self._checkpointed_at.get(partition, 0) < self.every_ms:
+            return {}
+        self._checkpointed_at[partition] = now_ms
+        return self._dirty.pop(partition, {})
+
+    def forget(self) -> None:
+        """Drop everything (on a rebalance): the table, recovered, is the truth again."""
+        self._values.clear()
+        self._dirty.clear()
+        self._checkpointed_at.clear()

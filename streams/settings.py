@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     rate_channel_per_min: float = Field(1000, gt=0)
     rate_burst: int = Field(10, ge=1)
     rate_limit_policy: Literal["defer", "drop"] = "defer"
+    # How often the tenant and tenant-channel TATs, kept in memory, are written to the
+    # rate-limits table (agents/rate_limit.py WriteBehind): what a crash can forget of them.
+    rate_checkpoint_s: float = Field(1.0, gt=0, le=60)
 
     # Retries: one topic per tier, each with a fixed delay, so a tier is ordered by due time.
     retry_tiers_s: tuple[float, ...] = (5.0, 30.0, 300.0, 1800.0)

@@ -43,29 +43,12 @@ class Context:
         settings = load_settings(kafka_bootstrap=self.bootstrap, topic_prefix=prefix,
                                  app_id=prefix, partitions=PARTITIONS,
                                  webhook_secret=processes.SECRET)
-        create_topics(settings)
-        _create_changelogs(self.bootstrap, settings)
+        create_topics(settings)  # the tables' changelogs too (streams/topics.py)
         return prefix, settings
 
     def other_cores(self, start: float, end: float, ours: list[str]) -> float | None:
         value = self.monitor.other_cores(start, end, [*ours, *self.broker_names])
         return round(value, 2) if value is not None else None
-
-
-def _create_changelogs(bootstrap: str, settings: Settings) -> None:
-    """Create the tables' changelog topics before the worker starts.
-
-    A worker that creates them itself can start processing before its consumer's metadata
-    has them; Faust then sees a changelog of 0 partitions and every table write raises
-    PartitionsMismatch (seen on a fresh broker: every dispatch event dead-lettered). The
-    benchmarks measure the steady state, so they take that race out; the report says so.
-    """
-    from agents.worker import build_app
-
-    app = build_app(settings)
-    for table in app.tables.values():
-        kafka_io.create_topic(bootstrap, table.changelog_topic.get_topic_name(), table.partitions,
-                              config={"cleanup.policy": "compact"})
 
 
 def start_workers(ctx: Context, prefix: str, count: int, stages: list[str] | None,

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from agents.rate_limit import ALLOW, DEFER, DROP, Decision, Limit, decide, gcra_take, gcra_wait
+from agents.rate_limit import (
+    ALLOW,
+    DEFER,
+    DROP,
+    Decision,
+    Limit,
+    WriteBehind,
+    decide,
+    gcra_take,
+    gcra_wait,
+)
 
 # 60 per minute: one emission interval is 1 s, so times below read as whole intervals.
 PER_SECOND = Limit(rate_per_min=60, burst=3)
@@ -255,3 +265,35 @@ def test_any_limit_over_drops(states: dict[str, float | None], outcome: str) -> 
         states, {"t/acme": TENANT, "u/acme/u1": USER}, 0, defer=False, max_defer_ms=0
     )
     assert decision.outcome == outcome
+
+
+# --- WriteBehind: shared TATs in memory, checkpointed per partition -----------------------
+
+
+def test_write_behind_reads_what_was_put_before_any_checkpoint():
+    shared = WriteBehind(every_ms=1_000)
+    shared.put(3, "t/acme/3", 1_500.0)
+    assert "t/acme/3" in shared
+    assert shared.get("t/acme/3") == 1_500.0
+    assert "t/other/3" not in shared
+
+
+def test_write_behind_checkpoints_a_partition_once_per_interval():
+    shared = WriteBehind(every_ms=1_000)
+    assert shared.due(3, now_ms=10_000) == {}  # nothing dirty yet; the clock starts
+    shared.put(3, "t/acme/3", 1.0)
+    shared.put(3, "t/acme/3", 2.0)
+    shared.put(5, "c/acme/sms/5", 7.0)
+    assert shared.due(3, now_ms=10_500) == {}  # within the interval
+    assert shared.due(3, now_ms=11_000) == {"t/acme/3": 2.0}  # the latest value only
+    assert shared.due(3, now_ms=12_500) == {}  # written; nothing new since
+    assert shared.due(5, now_ms=12_500) == {"c/acme/sms/5": 7.0}  # partitions apart
+    assert shared.get("t/acme/3") == 2.0  # still served from memory
+
+
+def test_write_behind_forget_drops_values_and_pending_writes():
+    shared = WriteBehind(every_ms=1)
+    shared.put(0, "t/acme/0", 5.0)
+    shared.forget()
+    assert "t/acme/0" not in shared
+    assert shared.due(0, now_ms=10**12) == {}
