@@ -10,7 +10,8 @@ the stage that gave up — and to the original partition, for the reason replays
 What happens then is the stage's decision, as the first time:
 
 - a delivery that exhausted its retries is tried again; its attempt count is the one it
-  died with, so it gets one attempt per tier left (none: one attempt, then a new letter);
+  died with, so it gets one attempt and, failing, a new letter — unless `--reset-attempts`
+  starts its count again (the one change redrive makes to the bytes, and only when asked);
 - a delivery that was delivered meanwhile (redriven twice, say) meets the ledger and is
   reported `duplicate`, not sent;
 - a delivery to an address a provider called dead stays suppressed;
@@ -135,6 +136,25 @@ def _text_or_base64(raw: bytes) -> str:
         return "base64:" + base64.b64encode(bytes(raw)).decode()
 
 
+def redrive_value(letter: Mapping[str, Any], prefix: str, *, reset_attempts: bool = False
+                  ) -> bytes:
+    """The bytes a redrive sends: the original ones; with `reset_attempts`, a channel
+    message's attempt count and due time start again, so it gets every retry tier anew."""
+    raw = bytes(letter["original_bytes"])
+    if not reset_attempts:
+        return raw
+    if original_schema(letter["original_topic"], prefix) != "ChannelMessage":
+        return raw  # only deliveries count attempts
+    codec = serde("ChannelMessage")
+    try:
+        message = codec.decode(raw)
+    except SerializationError as exc:
+        raise DeadLetterError(f"cannot reset the attempts of an undecodable message: {exc}"
+                              ) from exc
+    message.update(attempt=0, not_before=0)
+    return codec.encode(message)
+
+
 # -- Kafka -------------------------------------------------------------------------------
 
 
@@ -188,8 +208,8 @@ class RedriveReport:
     """Letter id → why it was not sent."""
 
 
-def redrive(settings: Settings, letters: Iterable[Letter], *, dry_run: bool = False
-            ) -> RedriveReport:
+def redrive(settings: Settings, letters: Iterable[Letter], *, dry_run: bool = False,
+            reset_attempts: bool = False) -> RedriveReport:
     report = RedriveReport()
     failures: list[str] = []
     consumer = range_consumer(settings.kafka_bootstrap)
@@ -215,13 +235,19 @@ def redrive(settings: Settings, letters: Iterable[Letter], *, dry_run: bool = Fa
             if not known[topic]:
                 report.skipped.setdefault(letter.id, f"unknown topic {topic!r}")
                 continue
+            try:
+                value = redrive_value(letter.record, settings.topic_prefix,
+                                      reset_attempts=reset_attempts)
+            except DeadLetterError as exc:
+                report.skipped[letter.id] = str(exc)
+                continue
             report.sent[topic] += 1
             if producer is None:
                 continue
             partition = letter.record["original_partition"]
             extra = {"partition": partition} if partition in known[topic] else {}
             producer.produce(
-                topic, value=bytes(letter.record["original_bytes"]),
+                topic, value=value,
                 key=letter.record.get("original_key"),
                 headers=[(REDRIVE_HEADER, letter.id.encode())], on_delivery=delivered, **extra,
             )

@@ -97,10 +97,17 @@ def table(rows: Sequence[LagRow]) -> list[str]:
 # -- Kafka -------------------------------------------------------------------------------
 
 
-def fetch_lag(bootstrap: str, groups: Sequence[str] = (), *, prefix: str | None = None,
+def app_groups(app_id: str, group_ids: Iterable[str]) -> list[str]:
+    """A worker's groups: Faust's (the app id itself) and its own consumers' (`<app id>.…`,
+    e.g. the delay line's)."""
+    return sorted(g for g in group_ids if g == app_id or g.startswith(f"{app_id}."))
+
+
+def fetch_lag(bootstrap: str, groups: Sequence[str] = (), *, app_id: str | None = None,
               timeout_s: float = 15.0) -> list[LagRow]:
-    """Lag rows for `groups`, or for every group whose id starts with `prefix` (every group
-    when neither is given). Raises `LagError` for a group the broker does not know."""
+    """Lag rows for `groups`; without them, for the groups of `app_id` (`app_groups`), or
+    every group when that is None too. Raises `LagError` for a group the broker does not
+    know."""
     from confluent_kafka import (
         ConsumerGroupState,
         ConsumerGroupTopicPartitions,
@@ -113,8 +120,8 @@ def fetch_lag(bootstrap: str, groups: Sequence[str] = (), *, prefix: str | None 
     try:
         if not groups:
             listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
-            groups = sorted(g.group_id for g in listed.valid
-                            if prefix is None or g.group_id.startswith(prefix))
+            every = [g.group_id for g in listed.valid]
+            groups = sorted(every) if app_id is None else app_groups(app_id, every)
         if not groups:
             return []
         described = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)

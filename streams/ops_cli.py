@@ -215,8 +215,11 @@ def dlq_show(ids: tuple[str, ...]) -> None:
 @_filters
 @click.option("--all", "everything", is_flag=True,
               help="Redrive every letter (needed when no id or filter is given).")
+@click.option("--reset-attempts", is_flag=True,
+              help="Start a delivery's attempt count again, so it gets every retry tier.")
 @click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
-def dlq_redrive(ids: tuple[str, ...], everything: bool, dry_run: bool, **filters: Any) -> None:
+def dlq_redrive(ids: tuple[str, ...], everything: bool, reset_attempts: bool, dry_run: bool,
+                **filters: Any) -> None:
     """Send dead letters' original bytes back to the topic of the stage that failed."""
     from streams.dlq import redrive
 
@@ -227,7 +230,7 @@ def dlq_redrive(ids: tuple[str, ...], everything: bool, dry_run: bool, **filters
     settings = _settings()
     letters = _read(settings, letter_filter, ids)
     try:
-        report = redrive(settings, letters, dry_run=dry_run)
+        report = redrive(settings, letters, dry_run=dry_run, reset_attempts=reset_attempts)
     except TidingsError as exc:
         raise click.ClickException(str(exc)) from exc
     verb = "would redrive" if dry_run else "redrove"
@@ -260,9 +263,8 @@ def lag(groups: tuple[str, ...], all_groups: bool, as_json: bool) -> None:
         raise click.UsageError("--group and --all-groups exclude each other")
     settings = _settings()
     try:
-        # The worker's groups: Faust's (the app id) and the delay line's (`<app id>.…`).
         rows = fetch_lag(settings.kafka_bootstrap, groups,
-                         prefix=None if all_groups else settings.app_id)
+                         app_id=None if all_groups else settings.app_id)
     except LagError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -270,8 +272,8 @@ def lag(groups: tuple[str, ...], all_groups: bool, as_json: bool) -> None:
             click.echo(_json(dataclasses.asdict(row)))
         return
     if not rows:
-        click.echo("no consumer groups with offsets"
-                   + ("" if all_groups or groups else f" starting with {settings.app_id!r}"))
+        click.echo("no consumer group has offsets or members"
+                   + ("" if all_groups or groups else f" (groups of app {settings.app_id!r})"))
         return
     for line in table(rows):
         click.echo(line)

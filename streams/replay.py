@@ -105,9 +105,17 @@ def plan_record(
     encode: Callable[[dict[str, Any]], bytes],
     tenant: str | None = None,
     generation: str | None = None,
+    seen: set[str] | None = None,
 ) -> Planned:
-    """Decide one record: skipped (another tenant, or unreadable where reading is needed),
-    sent unchanged, or — with a resend `generation` — re-encoded under new delivery ids."""
+    """Decide one record: skipped (another tenant, unreadable where reading is needed, or a
+    repeat of one already planned in `seen`), sent unchanged, or — with a resend
+    `generation` — re-encoded under new delivery ids.
+
+    A range can hold the same work twice (the original and an earlier replay of it). Both
+    would carry the same delivery ids, and the deliver stage runs several sends at once, so
+    two copies in flight together could both pass the ledger check before either is
+    recorded: each piece of work is replayed once.
+    """
     try:
         record = decode(value)
     except SerializationError:
@@ -119,6 +127,12 @@ def plan_record(
     if tenant is not None and tenant_id != tenant:
         return Planned(None, skipped="other tenant", tenant_id=tenant_id,
                        notification_id=notification_id)
+    if seen is not None:
+        identity = _identity(kind, record)
+        if identity in seen:
+            return Planned(None, skipped="repeat in range", tenant_id=tenant_id,
+                           notification_id=notification_id)
+        seen.add(identity)
     if generation is not None:
         record["metadata"] = {**(record.get("metadata") or {}), RESEND_KEY: generation}
         if kind == "message":
@@ -127,6 +141,15 @@ def plan_record(
         value = encode(record)
     return Planned(value, tenant_id=tenant_id, notification_id=notification_id,
                    delivery_id=record.get("delivery_id") if kind == "message" else None)
+
+
+def _identity(kind: RecordKind, record: Mapping[str, Any]) -> str:
+    """What makes two records the same work: a message's delivery id; a request's
+    notification id and recipients (the dispatch topic holds one record per recipient)."""
+    if kind == "message":
+        return str(record["delivery_id"])
+    users = ",".join(str(r.get("user_id")) for r in record.get("recipients") or [])
+    return f"{record.get('notification_id')}/{users}"
 
 
 def check_rate(rate: float | None) -> None:

@@ -84,11 +84,13 @@ def replay(settings: Settings, ask: ReplayRequest,
         headers_added: list[tuple[str, str | bytes | None]] = [
             (REPLAY_HEADER, replay_id.encode())
         ]
+        seen: set[str] = set()
         for message in read_ranges(consumer, ask.topic, ranges):
             partition = message.partition
             report.read[partition] += 1
             planned = plan_record(kind, message.value, decode=codec.decode,
-                                  encode=codec.encode, tenant=ask.tenant, generation=generation)
+                                  encode=codec.encode, tenant=ask.tenant, generation=generation,
+                                  seen=seen)
             if on_record is not None:
                 on_record(message, planned)
             if planned.value is None:

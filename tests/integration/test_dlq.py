@@ -108,20 +108,34 @@ async def test_list_show_and_redrive_an_exhausted_delivery(tidings_env, worker, 
         assert end_offsets(tidings_env, channel_topic) == sent_before
         assert not receiver.delivered
 
-        redriven = await tidings(tidings_env, "dlq", "redrive", "--error-class",
-                                 "RetriesExhausted")
+        # The 400 letter as it was: its original bytes, back to the channel topic.
+        receiver.always("/broken", 200)
+        rejected = by_class["Rejected"]
+        redriven = await tidings(tidings_env, "dlq", "redrive", "--error-class", "Rejected")
         assert redriven.returncode == 0, redriven.stderr
-        assert f"redrove {exhausted['id']} → {channel_topic}" in redriven.stdout
+        assert f"redrove {rejected['id']} → {channel_topic}" in redriven.stdout
         assert "redrove 1 dead letter(s)" in redriven.stdout
         (delivery,) = await receiver.wait_for(1, timeout=60)
-        assert delivery.payload["data"]["notification_id"] == down
+        assert delivery.payload["data"]["notification_id"] == broken
+
+        # The exhausted one with its attempts reset: one more 503 is retried, not fatal.
+        receiver.fail_next("/down", [503])
+        reset = await tidings(tidings_env, "dlq", "redrive", exhausted["id"],
+                              "--reset-attempts")
+        assert reset.returncode == 0, reset.stderr
+        assert "redrove 1 dead letter(s)" in reset.stdout
+        await receiver.wait_for(2, timeout=60)
+        (again,) = [r for r in receiver.delivered if r.path == "/down"]
         # The same delivery, under the same id: what was never delivered now is, once.
-        assert delivery.webhook_id == original["record"]["delivery_id"]
+        assert again.webhook_id == original["record"]["delivery_id"]
+        assert [r.status for r in receiver.received if r.path == "/down"][-2:] == [503, 200]
         statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
         records = await statuses.wait_until(
-            lambda r: [s for s in r if s["status"] == "delivered"], 30)
-        (done,) = [s for s in records if s["status"] == "delivered"]
-        assert done["notification_id"] == down
+            lambda r: len([s for s in r if s["status"] == "delivered"]) == 2, 30)
+        attempts = {s["notification_id"]: s["attempt"] for s in records
+                    if s["status"] == "delivered"}
+        assert attempts == {broken: 1, down: 2}
+        assert len(await listed(tidings_env)) == 3  # nothing new was dead-lettered
 
 
 def _documents(text: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from streams.dlq import (
     original_schema,
     parse_letter_id,
     printable,
+    redrive_value,
 )
 from streams.requests import normalize_request
 from streams.serde import serde
@@ -106,3 +107,37 @@ def test_printable_letters_are_json_ready() -> None:
     assert "undecodable" in out["original"]
     binary_key = printable(Letter(1, 2, letter(original_key=b"\xff")), "t", with_original=False)
     assert binary_key["original_key"] == "base64:/w=="
+
+
+def channel_message() -> bytes:
+    from agents.route import channel_messages
+
+    request = normalize_request({
+        "tenant_id": "acme", "channels": ["webhook"], "title": "Hi",
+        "recipients": [{"user_id": "u1", "webhook_url": "https://h.example.com/"}],
+    })
+    (message,) = channel_messages(request)
+    message.update(attempt=3, not_before=FAILED_AT, last_error="503")
+    return serde("ChannelMessage").encode(message)
+
+
+def test_redrive_sends_the_original_bytes() -> None:
+    raw = channel_message()
+    assert redrive_value(letter(original_bytes=raw), "t") == raw
+
+
+def test_reset_attempts_starts_a_deliverys_count_again() -> None:
+    raw = channel_message()
+    reset = serde("ChannelMessage").decode(
+        redrive_value(letter(original_bytes=raw), "t", reset_attempts=True))
+    original = serde("ChannelMessage").decode(raw)
+    assert (reset["attempt"], reset["not_before"]) == (0, 0)
+    assert reset["delivery_id"] == original["delivery_id"]  # the same delivery: the ledger
+    assert reset["last_error"] == "503"  # still says why it failed before
+
+
+def test_reset_attempts_leaves_requests_alone_and_refuses_garbage() -> None:
+    assert redrive_value(letter(original_topic="t.requests", original_bytes=b"\x00"), "t",
+                         reset_attempts=True) == b"\x00"
+    with pytest.raises(DeadLetterError, match="undecodable"):
+        redrive_value(letter(original_bytes=b"\x00"), "t", reset_attempts=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.lag import NO_MEMBER, LagRow, Member, lag_rows, table, total_lag
+from streams.lag import NO_MEMBER, LagRow, Member, app_groups, lag_rows, table, total_lag
 
 ALICE = Member("rdkafka-1", "/127.0.0.1", "rdkafka")
 
@@ -51,3 +51,8 @@ def test_the_table_has_kafka_consumer_groups_columns() -> None:
     assert lines[1].split() == ["g", "topic", "0", "10", "50", "40", "c-1", "/127.0.0.1",
                                 "rdkafka"]
     assert lines[2].split() == ["g", "topic", "1", "-", "20", "-", "-", "-", "-"]
+
+
+def test_an_apps_groups_are_its_own_and_its_dotted_ones() -> None:
+    every = ["tidings", "tidings.delay-line", "tidings2", "tidings-watch-1a2b", "other"]
+    assert app_groups("tidings", every) == ["tidings", "tidings.delay-line"]

@@ -97,6 +97,33 @@ def test_undecodable_bytes_replay_unchanged_unless_they_must_be_read() -> None:
     assert plan("message", garbage, generation="rpl_1").skipped == "undecodable"
 
 
+def test_the_same_work_twice_in_a_range_is_replayed_once() -> None:
+    seen: set[str] = set()
+    value = REQUESTS.encode(request())
+    assert plan("request", value, seen=seen).value == value
+    repeat = plan("request", value, seen=seen)
+    assert (repeat.value, repeat.skipped) == (None, "repeat in range")
+    # A resent copy of it is the same work as well.
+    assert plan("request", value, seen=seen, generation="rpl_1").skipped == "repeat in range"
+    assert plan("request", REQUESTS.encode(request("globex")), seen=seen).value is not None
+
+
+def test_one_request_per_recipient_is_distinct_work() -> None:
+    seen: set[str] = set()
+    two = request()
+    two["recipients"].append({**two["recipients"][0], "user_id": "u2"})
+    singles = [REQUESTS.encode(single) for _, single in fan_out(two)]
+    assert all(plan("request", v, seen=seen).value == v for v in singles)
+
+
+def test_a_channel_message_repeats_by_delivery_id() -> None:
+    seen: set[str] = set()
+    first = message()
+    again = {**first, "attempt": 1}  # the same delivery, back from a retry tier
+    assert plan("message", MESSAGES.encode(first), seen=seen).value is not None
+    assert plan("message", MESSAGES.encode(again), seen=seen).skipped == "repeat in range"
+
+
 def test_resending_a_request_marks_its_generation_and_keeps_its_ids() -> None:
     original = request()
     planned = plan("request", REQUESTS.encode(original), generation="rpl_1")
