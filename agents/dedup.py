@@ -37,3 +37,10 @@ class DedupWindow:
     @staticmethod
     def entry(notification_id: str, now_ms: int) -> list[Any]:
         return [notification_id, now_ms]
+
+    def remember(self, seen: Any, notification_id: str, now_ms: int) -> list[Any]:
+        """The entry to store for a request that passed: a request read again (a replay)
+        keeps its key's first sighting, so reprocessing never stretches the window."""
+        if seen and seen[0] == notification_id and now_ms - int(seen[1]) < self.window_ms:
+            return list(seen)
+        return self.entry(notification_id, now_ms)

@@ -36,7 +36,7 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
                         reason=f"idempotency key already used by {seen[key][0]}",
                     )
                     continue
-                seen[key] = window.entry(request["notification_id"], now)
+                seen[key] = window.remember(seen.get(key), request["notification_id"], now)
                 await pipeline.emit_status(request, "accepted")
                 if dispatcher is not None and len(request["recipients"]) == 1:
                     await dispatcher.handle(event.key, request, event.message.partition)

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from streams.replay import generation_of, redelivery_id
+
 # A fixed namespace for uuid5 (RFC 9562 §5.5): the same inputs give the same id forever.
 _DELIVERY_NAMESPACE = uuid.UUID("6f1d3c52-6a0e-4c55-9c7b-2b1f4f3c9a10")
 
@@ -68,6 +70,9 @@ def _for_channel(
     request: Mapping[str, Any], recipient: Mapping[str, Any], channel: str, fallback: list[str]
 ) -> Iterator[dict[str, Any]]:
     user_id = recipient["user_id"]
+    # A replay with --resend names a generation (streams/replay.py): the same delivery sent
+    # again under a new id, which the ledger has not seen and the receiver does not drop.
+    generation = generation_of(request)
     targets: list[tuple[str, Mapping[str, Any]]]
     if channel == "push":
         targets = [(f"{user_id}/{token}", {**recipient, "push_tokens": [token]})
@@ -75,10 +80,9 @@ def _for_channel(
     else:
         targets = [(user_id, recipient)]
     for target, addressed in targets:
+        first_id = delivery_id(request["tenant_id"], request["notification_id"], channel, target)
         yield {
-            "delivery_id": delivery_id(
-                request["tenant_id"], request["notification_id"], channel, target
-            ),
+            "delivery_id": redelivery_id(first_id, generation) if generation else first_id,
             "notification_id": request["notification_id"],
             "tenant_id": request["tenant_id"],
             "channel": channel,

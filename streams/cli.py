@@ -5,6 +5,9 @@
     tidings topics create|list     the topics declared in streams/topics.py
     tidings watch                  print delivery statuses as they happen
     tidings secret                 a new Standard Webhooks signing secret
+    tidings replay                 re-publish a range of a topic (streams/ops_cli.py)
+    tidings dlq list|show|redrive  dead letters
+    tidings lag                    consumer lag per group/topic/partition
 """
 
 from __future__ import annotations
@@ -194,6 +197,14 @@ def watch(from_beginning: bool, count: int, timeout: float) -> None:
 def secret() -> None:
     """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+# The operator's levers (replay, dead letters, lag) live in their own module.
+from streams import ops_cli  # noqa: E402
+
+main.add_command(ops_cli.replay)
+main.add_command(ops_cli.dlq)
+main.add_command(ops_cli.lag)
 
 
 if __name__ == "__main__":

@@ -65,3 +65,28 @@ def test_an_expired_key_is_overwritten_and_starts_a_new_window() -> None:
 )
 def test_key_is_scoped_by_tenant(tenant_id: str, idempotency_key: str, expected: str) -> None:
     assert DedupWindow.key(tenant_id, idempotency_key) == expected
+
+
+@pytest.mark.parametrize(
+    ("seen", "notification_id", "now_ms", "stored"),
+    [
+        pytest.param(None, FIRST, SEEN_AT, [FIRST, SEEN_AT], id="first sighting"),
+        pytest.param([FIRST, SEEN_AT], FIRST, SEEN_AT + 5_000, [FIRST, SEEN_AT],
+                     id="replay keeps the first sighting"),
+        pytest.param([FIRST, SEEN_AT], FIRST, SEEN_AT + WINDOW_MS, [FIRST, SEEN_AT + WINDOW_MS],
+                     id="replay after the window starts a new one"),
+        pytest.param([FIRST, SEEN_AT], "ntf_second", SEEN_AT + WINDOW_MS,
+                     ["ntf_second", SEEN_AT + WINDOW_MS], id="expired key taken over"),
+    ],
+)
+def test_remember(seen: Any, notification_id: str, now_ms: int, stored: list[Any]) -> None:
+    assert DedupWindow(WINDOW_MS).remember(seen, notification_id, now_ms) == stored
+
+
+def test_a_replay_does_not_stretch_the_window_for_a_later_request() -> None:
+    """The original at t0, a replay of it at t0 + 50 s, a new request with the same key at
+    t0 + 60 s: the window counts from t0, so the new request is not a duplicate."""
+    window = DedupWindow(WINDOW_MS)
+    entry = window.remember(None, FIRST, SEEN_AT)
+    entry = window.remember(entry, FIRST, SEEN_AT + 50_000)
+    assert not window.is_duplicate(entry, "ntf_new", SEEN_AT + WINDOW_MS)
