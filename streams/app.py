@@ -29,7 +29,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
-        producer_linger=0.005,
+        producer_linger=settings.producer_linger_ms / 1000,
         stream_buffer_maxsize=4096,
         web_enabled=True,
         web_host="127.0.0.1",

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # flush can take longer than the interval (see README, Performance), so this is the
     # least, not the most, that is reprocessed after a crash.
     commit_interval_s: float = Field(1.0, gt=0)
+    # How long the producer waits to fill a batch (Kafka's linger.ms): longer means fewer,
+    # larger produce requests — less CPU per record — for that much more latency per hop.
+    producer_linger_ms: float = Field(5.0, ge=0, le=1000)
     enabled_channels: tuple[str, ...] = ("webhook",)
     # Which stages this worker runs. All by default; a deployment may run delivery workers
     # apart from routing workers (same app id, different stage sets).
