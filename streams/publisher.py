@@ -39,6 +39,11 @@ class Publisher:
                 "acks": "all",
                 "linger.ms": linger_ms,
                 "compression.type": "lz4",
+                # The workers (aiokafka, like the Java client) place keys with murmur2;
+                # librdkafka's default is CRC32. The same key must land on the same partition
+                # whoever writes it: per-user limits, dedup and the delivered ledger are
+                # partition-local state.
+                "partitioner": "murmur2_random",
             }
         )
         self._errors: list[str] = []
