@@ -53,8 +53,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiohttp
+import aiohttp.abc
 import httpcore
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from connectors.verdict import ConnectorError, Verdict
 
@@ -314,11 +317,89 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """An aiohttp resolver that answers only with addresses the policy allows.
+
+    aiohttp connects to exactly the addresses its resolver returns, so checking here has
+    the same effect as :class:`GuardedBackend`: one lookup, checked, then connected to.
+    The transport turns aiohttp's DNS cache off, so every new connection is checked again,
+    as with httpcore.
+    """
+
+    def __init__(self, policy: AddressPolicy, resolve: Resolve = resolve_host) -> None:
+        self._policy = policy
+        self._resolve = resolve
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        addresses = await check_host(host, self._policy, self._resolve)
+        return [
+            {
+                "hostname": host, "host": str(ip), "port": port,
+                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                "proto": 0, "flags": socket.AI_NUMERICHOST,
+            }
+            for ip in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+class GuardedAiohttpTransport(AiohttpTransport):
+    """httpx over aiohttp, whose connections go only to addresses the policy allows.
+
+    aiohttp does not call its resolver for an IP-literal host, so those are checked here,
+    before the request. No proxy (aiohttp's ``trust_env`` stays off) and no redirects
+    (the transport never follows them). Faster per request than httpcore's pool, which
+    is why the webhook channel uses it (tests/bench: webhook deliveries/s).
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        resolve: Resolve = resolve_host,
+        verify: ssl.SSLContext | str | bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        ssl_context = httpx.create_ssl_context(verify=verify)
+        self._policy = policy
+
+        def session() -> aiohttp.ClientSession:
+            resolver = GuardedResolver(policy, resolve)
+            limit = limits.max_connections or 0
+            connector = (
+                aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
+                                     limit=limit, force_close=True)
+                if limits.max_keepalive_connections == 0
+                else aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
+                                          limit=limit, keepalive_timeout=limits.keepalive_expiry)
+            )
+            return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False, client=session)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            pass  # a name: GuardedResolver checks what it resolves to
+        else:
+            if why := self._policy.refusal(ip):
+                raise AddressRefused(_refused(host, ip, why))
+        return await super().handle_async_request(request)
+
+
 class GuardedClient(httpx.AsyncClient):
     """An ``httpx.AsyncClient`` that only connects to addresses ``policy`` allows.
 
     Environment proxies are ignored (``trust_env=False``) and redirects are not
-    followed, so every connection is one the guard checked.
+    followed, so every connection is one the guard checked. HTTP/1.1 goes over aiohttp
+    (:class:`GuardedAiohttpTransport`); HTTP/2, which aiohttp lacks, over httpcore
+    (:class:`GuardedTransport`).
     """
 
     def __init__(
@@ -331,9 +412,15 @@ class GuardedClient(httpx.AsyncClient):
         limits: httpx.Limits = DEFAULT_LIMITS,
     ) -> None:
         self.policy = policy if policy is not None else AddressPolicy()
-        transport = GuardedTransport(
-            self.policy, resolve=resolve, verify=verify, http2=http2, limits=limits
-        )
+        transport: httpx.AsyncBaseTransport
+        if http2:
+            transport = GuardedTransport(
+                self.policy, resolve=resolve, verify=verify, http2=True, limits=limits
+            )
+        else:
+            transport = GuardedAiohttpTransport(
+                self.policy, resolve=resolve, verify=verify, limits=limits
+            )
         super().__init__(transport=transport, trust_env=False, follow_redirects=False)
 
 
