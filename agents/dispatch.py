@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from agents.context import Pipeline
+from agents.enrichment.stage import EnrichStage
 from agents.rate_limit import ALLOW, DEFER, Limit, decide
 from agents.route import channel_messages
 from streams.requests import now_ms
@@ -42,6 +43,7 @@ class Dispatcher:
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
+        self.enrich = EnrichStage(app, pipeline)
 
     async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
         pipeline, settings, state = self.pipeline, self.settings, self.state
@@ -67,7 +69,13 @@ class Dispatcher:
         send_at = request.get("send_at")
         if send_at and send_at > due:
             due = send_at
+        # Enrichment (language, sentiment, entities, spam score): `review.context` is the
+        # renderer's extra template context; `review.redact` cleans insecure channels' text.
+        review = await self.enrich.review(request)
+        if review.quarantined:
+            return
         for message in channel_messages(request):
+            message = review.redact(message)
             if due > now:
                 await pipeline.park(key, message, due)
                 await pipeline.emit_status(

@@ -5,6 +5,8 @@
     tidings topics create|list     the topics declared in streams/topics.py
     tidings watch                  print delivery statuses as they happen
     tidings secret                 a new Standard Webhooks signing secret
+    tidings enrich [FILE|-]        language, sentiment, entities, spam score per line
+    tidings quarantine list|release  notifications held back as spam
 """
 
 from __future__ import annotations
@@ -194,6 +196,12 @@ def watch(from_beginning: bool, count: int, timeout: float) -> None:
 def secret() -> None:
     """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+from agents.enrichment.cli import enrich, quarantine  # noqa: E402 - registered below
+
+main.add_command(enrich)
+main.add_command(quarantine)
 
 
 if __name__ == "__main__":

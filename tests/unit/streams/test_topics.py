@@ -34,6 +34,7 @@ def test_default_topic_names() -> None:
         "tidings.retry.webhook.30s",
         "tidings.retry.webhook.5m",
         "tidings.retry.webhook.30m",
+        "tidings.quarantine",
     ]
 
 
@@ -58,6 +59,7 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.retry.email.10s",
         "t1.retry.email.2m",
         "t1.retry.email.2h",
+        "t1.quarantine",
     ]
 
 
