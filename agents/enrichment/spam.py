@@ -94,7 +94,9 @@ PRIZES = {
     "nl": ("je hebt gewonnen", "u heeft gewonnen", "claim je prijs", "loterij"),
 }
 
-_URL = re.compile(r"""(?:https?://|www\.)[^\s<>"'()\[\]|]+""", re.IGNORECASE)
+# A link: scheme (or www.), an optional bracketed IPv6 host (RFC 3986 §3.2.2), the rest.
+_URL = re.compile(r"""(?:https?://(?:\[[0-9a-f:.]+\])?|www\.)[^\s<>"'()\[\]|]*""",
+                  re.IGNORECASE)
 # Link text beside its target: Markdown [text](url), HTML <a href="url">text</a>,
 # Slack mrkdwn <url|text>.
 _MARKDOWN_LINK = re.compile(r"\[([^\]]{1,200})\]\(([^)\s]{1,2000})\)")
