@@ -139,6 +139,10 @@ def release(settings: Settings, held: Iterable[Held], timeout_s: float = 30.0) -
     producer = Producer({
         "bootstrap.servers": settings.kafka_bootstrap, "acks": "all",
         "enable.idempotence": True, "log_level": 4,
+        # The worker (aiokafka) places keys with Java's murmur2 partitioner; librdkafka's
+        # default is CRC32. The tombstone must land on its record's partition, and the
+        # re-published request where the dispatch stage's own writes for that key go.
+        "partitioner": "murmur2_random",
     })
     errors: list[str] = []
 
