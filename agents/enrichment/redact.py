@@ -14,7 +14,10 @@ from collections.abc import Iterable
 
 import phonenumbers
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Bounded parts (RFC 5321 §4.5.3.1: local part <= 64 octets, labels <= 63) starting at a
+# word edge: an unbounded `[...]+@` would rescan a long run of letters from every position.
+EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+                   r"[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}")
 # 13 to 19 digits, optionally grouped by spaces or dashes (ISO/IEC 7812 lengths).
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 PLACEHOLDERS = {"email": "[email]", "card": "[card]", "phone": "[phone]", "person": "[name]"}
