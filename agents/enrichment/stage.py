@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from agents.enrich import Enrichment, enrich_batch, text_of
+from agents.enrichment import models
 from agents.enrichment.batcher import MicroBatcher
 from agents.enrichment.quarantine import is_released, quarantine_key, quarantined
 from agents.enrichment.redact import redact
@@ -91,7 +92,10 @@ class EnrichStage:
         self.settings = settings = pipeline.settings
         self.quarantine = raw_topic(app, settings.topic("quarantine"))
         self._batcher: MicroBatcher[str, Enrichment] | None = None
+        # Per-notification enrichment (the metadata flag) is possible whatever the settings,
+        # so only a worker told to enrich checks for the models up front.
         if settings.enrich_tenants or settings.enrich_insecure_channels:
+            models.require_packages(entities=settings.enrich_entities)
             # Load the models at start-up rather than on the first notification.
             @app.task  # type: ignore[untyped-decorator]
             async def warm_up_enrichment() -> None:

@@ -126,3 +126,18 @@ def test_a_worker_without_enrichment_never_imports_the_models() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_worker_told_to_enrich_without_the_models_stops_clearly(monkeypatch) -> None:
+    import importlib.util
+
+    from agents.enrichment import models
+    from streams.errors import ConfigError
+
+    models.require_packages()  # installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "spacy" else real(name, *a))
+    models.require_packages(entities=False)  # spaCy is only needed for entities
+    with pytest.raises(ConfigError, match=r"spacy is not installed \(pip install -e"):
+        models.require_packages(entities=True)
