@@ -67,3 +67,11 @@ bench-smoke: kafka-fetch ## a few-second run of the same harness
 
 bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
 	$(PY) tests/bench/channels.py
+
+.PHONY: bench-enrich bench-languages
+bench-enrich: $(STAMP) ## enrichments/s with and without NER, micro-batcher, models' memory, pipeline
+	$(PY) tests/bench/enrich.py
+
+bench-languages: $(STAMP) ## the language detectors compared on tests/data/languages.tsv
+	@$(PY) -m pip install --quiet lingua-language-detector==2.1.1 pycld2==0.42 langid==1.1.6  # compared only; not dependencies
+	$(PY) tests/bench/languages.py

@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from agents.context import Pipeline
+from agents.enrichment.stage import EnrichStage
 from agents.rate_limit import ALLOW, DEFER, Limit, WriteBehind, decide
 from agents.route import channel_messages
 from streams.requests import now_ms
@@ -52,6 +53,7 @@ class Dispatcher:
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
         self.shared = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
+        self.enrich = EnrichStage(app, pipeline)
 
         @app.on_partitions_revoked.connect
         async def _forget_shared(*_: Any, **__: Any) -> None:
@@ -93,7 +95,13 @@ class Dispatcher:
         send_at = request.get("send_at")
         if send_at and send_at > due:
             due = send_at
+        # Enrichment (language, sentiment, entities, spam score): `review.context` is the
+        # renderer's extra template context; `review.redact` cleans insecure channels' text.
+        review = await self.enrich.review(request)
+        if review.quarantined:
+            return
         for message in channel_messages(request):
+            message = review.redact(message)
             if due > now:
                 await pipeline.park(key, message, due)
                 await pipeline.emit_status(

@@ -8,6 +8,8 @@
     tidings replay                 re-publish a range of a topic (streams/ops_cli.py)
     tidings dlq list|show|redrive  dead letters
     tidings lag                    consumer lag per group/topic/partition
+    tidings enrich [FILE|-]        language, sentiment, entities, spam score per line
+    tidings quarantine list|release  notifications held back as spam
 """
 
 from __future__ import annotations
@@ -205,6 +207,11 @@ from streams import ops_cli  # noqa: E402
 main.add_command(ops_cli.replay)
 main.add_command(ops_cli.dlq)
 main.add_command(ops_cli.lag)
+
+from agents.enrichment.cli import enrich, quarantine  # noqa: E402 - registered below
+
+main.add_command(enrich)
+main.add_command(quarantine)
 
 
 if __name__ == "__main__":

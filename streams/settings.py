@@ -142,6 +142,22 @@ class Settings(BaseSettings):
     apns_ca_file: str | None = None
     apns_timeout_s: float = Field(10.0, gt=0)
 
+    # Enrichment (agents/enrichment): language, sentiment, entities, spam score, redaction.
+    # Tenants whose notifications are enriched ("*": every tenant); a notification can ask
+    # for it alone with metadata `enable_ml_analysis` = "true".
+    enrich_tenants: tuple[str, ...] = ()
+    enrich_entities: bool = True  # spaCy NER; False skips it (and never loads spaCy)
+    # Over this spam score a notification is quarantined instead of sent; per tenant below.
+    enrich_spam_threshold: float = Field(0.8, ge=0, le=1)
+    enrich_spam_thresholds: dict[str, float] = {}
+    # Channels whose text has personal data redacted, by tenant ("*": every tenant). Marking
+    # a channel insecure enriches that tenant's notifications on it (names need the NER).
+    enrich_insecure_channels: dict[str, tuple[str, ...]] = {}
+    # Region for phone numbers written without a country code (ISO 3166-1 alpha-2).
+    enrich_phone_region: str = "US"
+    enrich_batch_max: int = Field(32, ge=1)
+    enrich_batch_wait_ms: float = Field(0.0, ge=0)
+
     @field_validator("enabled_channels")
     @classmethod
     def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:

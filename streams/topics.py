@@ -80,6 +80,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             specs.append(
                 TopicSpec(retry_topic(settings, channel, delay), n, rf, retention_ms=7 * DAY_MS)
             )
+    # Quarantined notifications (agents/enrichment/quarantine.py), keyed by notification and
+    # recipient; compacted, so a release's tombstone removes one for good.
+    specs.append(TopicSpec(settings.topic("quarantine"), n, rf, compacted=True))
     return specs
 
 

@@ -34,6 +34,7 @@ def test_default_topic_names() -> None:
         "tidings.retry.webhook.30s",
         "tidings.retry.webhook.5m",
         "tidings.retry.webhook.30m",
+        "tidings.quarantine",
     ]
 
 
@@ -58,6 +59,7 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.retry.email.10s",
         "t1.retry.email.2m",
         "t1.retry.email.2h",
+        "t1.quarantine",
     ]
 
 
@@ -157,10 +159,11 @@ def test_min_insync_replicas_only_with_replicas(
 
 def test_only_table_changelogs_are_compacted_and_names_are_unique() -> None:
     # Requests, statuses and retries are event logs: none of them may lose records to
-    # compaction. Only the tables' changelogs (latest value per key) are compacted.
+    # compaction. Only the tables' changelogs (latest value per key) are compacted, and the
+    # quarantine, where a release's tombstone removes a held notification.
     specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
     assert {spec.name for spec in specs if spec.compacted} == {
         "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
-        "w1-suppressed-changelog",
+        "w1-suppressed-changelog", "tidings.quarantine",
     }
     assert len({spec.name for spec in specs}) == len(specs)
