@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
 
+from agents.observe import Observer
 from agents.retry import DUE_HEADER, tier_for_wait
 from connectors.verdict import ConnectorError
 from streams.app import raw_topic
 from streams.errors import TidingsError
+from streams.metrics.instruments import STAGE_DURATION
 from streams.records import dead_letter_record, status_record
 from streams.requests import now_ms
 from streams.serde import serde
@@ -42,9 +45,11 @@ class Pipeline:
         self.message_serde = serde("ChannelMessage")
         self._status_serde = serde("DeliveryStatus")
         self._dead_letter_serde = serde("DeadLetter")
+        self.observe = Observer(settings)
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
         record = status_record(message, status, **fields)
+        self.observe.status(record, message)
         await self.status.send(
             key=record["notification_id"].encode(), value=self._status_serde.encode(record)
         )
@@ -77,6 +82,7 @@ class Pipeline:
             attempts=attempts, reason=reason, decoded=decoded,
         )
         await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
+        self.observe.dead_letter(stage, error)
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
         log.warning(
@@ -92,6 +98,7 @@ class Pipeline:
         other exception is a bug of ours and is logged with its traceback, but the record
         still lands in the dead-letter topic and the stream moves past it.
         """
+        started = time.perf_counter()
         try:
             yield
         except (TidingsError, ConnectorError) as exc:
@@ -99,3 +106,5 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
             log.exception("unexpected error at %s", stage)
             await self.dead_letter(stage, exc, event)
+        finally:
+            STAGE_DURATION.labels(stage).observe(time.perf_counter() - started)
