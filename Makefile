@@ -67,3 +67,7 @@ bench-smoke: kafka-fetch ## a few-second run of the same harness
 
 bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
 	$(PY) tests/bench/channels.py
+
+.PHONY: dashboards
+dashboards: $(STAMP) ## regenerate the Grafana dashboard JSON (deploy/grafana/generate.py)
+	$(PY) deploy/grafana/generate.py
