@@ -16,7 +16,13 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
@@ -64,34 +70,33 @@ class LagReader:
 
     def __init__(self, bootstrap: str, groups: Mapping[str, Sequence[str]],
                  timeout_s: float = 5.0) -> None:
+        self._bootstrap = bootstrap
         self._groups = {group: tuple(topics) for group, topics in groups.items()}
         self._timeout_s = timeout_s
-        # log_level 4: warnings and worse.
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+        self._admin: AdminClient | None = None
 
     def read(self) -> Snapshot:
-        timeout = self._timeout_s
+        """Every partition's lag; blocking, so call it off the event loop."""
+        if self._admin is None:
+            # log_level 4: warnings and worse. Created on first use: building a worker's
+            # app (tests, `tidings` commands) must not start librdkafka threads.
+            self._admin = AdminClient({"bootstrap.servers": self._bootstrap, "log_level": 4})
         try:
-            topics = self._admin.list_topics(timeout=timeout).topics
             committed: dict[tuple[str, str, int], int] = {}
-            wanted: dict[str, set[tuple[str, int]]] = {}
-            for group, known in self._groups.items():
-                future = self._admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(group)], request_timeout=timeout,
-                )[group]
-                result = future.result(timeout)
-                for tp in result.topic_partitions or ():
-                    if tp.error is None and tp.offset >= 0:
-                        committed[(group, tp.topic, tp.partition)] = tp.offset
-                names = set(known) | {topic for g, topic, _ in committed if g == group}
-                wanted[group] = {
-                    (name, partition)
-                    for name in names if name in topics
-                    for partition in topics[name].partitions
-                }
-            partitions = {tp for tps in wanted.values() for tp in tps}
-            low = self._offsets(partitions, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
-            high = self._offsets(partitions, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+            for group in self._groups:
+                committed.update(self._committed(self._admin, group))
+            names = {t for topics in self._groups.values() for t in topics}
+            names |= {topic for _, topic, _ in committed}
+            partitions = self._partitions(self._admin, sorted(names))
+            wanted = {
+                group: [(topic, p) for topic in {*known, *(t for g, t, _ in committed
+                                                          if g == group)}
+                        for p in partitions.get(topic, ())]
+                for group, known in self._groups.items()
+            }
+            every = {tp for tps in wanted.values() for tp in tps}
+            low = self._offsets(self._admin, every, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
+            high = self._offsets(self._admin, every, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         except (KafkaException, concurrent.futures.TimeoutError) as exc:
             raise LagReadError(f"reading consumer offsets: {exc}") from exc
         return {
@@ -103,11 +108,38 @@ class LagReader:
             for topic, partition in tps
         }
 
-    def _offsets(self, partitions: set[tuple[str, int]], spec: OffsetSpec
-                 ) -> dict[tuple[str, int], int]:
+    def _committed(self, admin: AdminClient, group: str) -> dict[tuple[str, str, int], int]:
+        # One group per request: the admin client answers for one group only.
+        future = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s,
+        )[group]
+        return {(group, tp.topic, tp.partition): tp.offset
+                for tp in future.result(self._timeout_s).topic_partitions or ()
+                if tp.error is None and tp.offset >= 0}
+
+    def _partitions(self, admin: AdminClient, names: list[str]) -> dict[str, list[int]]:
+        """Partition ids of each topic that exists (DescribeTopics for just these names,
+        not the whole cluster's metadata)."""
+        if not names:
+            return {}
+        futures = admin.describe_topics(TopicCollection(names),
+                                        request_timeout=self._timeout_s)
+        partitions = {}
+        for name, future in futures.items():
+            try:
+                description = future.result(self._timeout_s)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # not created yet: nothing to lag behind
+                raise
+            partitions[name] = [p.id for p in description.partitions]
+        return partitions
+
+    def _offsets(self, admin: AdminClient, partitions: set[tuple[str, int]],
+                 spec: OffsetSpec) -> dict[tuple[str, int], int]:
         if not partitions:
             return {}
-        futures = self._admin.list_offsets(
+        futures = admin.list_offsets(
             {TopicPartition(topic, partition): spec for topic, partition in partitions},
             request_timeout=self._timeout_s,
         )
