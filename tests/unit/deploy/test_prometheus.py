@@ -5,6 +5,7 @@ as a recording rule and checked by `promtool check rules`)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ PROMETHEUS = GRAFANA.parent / "prometheus"
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("promtool"), "promtool is missing: apt-get install prometheus (.ci/run)"
     return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60)
 
