@@ -180,6 +180,9 @@ async def test_prometheus_sees_the_lag_rise_with_a_backlog_and_fall_as_it_drains
         print(f"\npeak lag {peak:.0f} records; drained {first_zero - last_peak:.1f}s after "
               f"the last peak sample ({drained - drain_from:.1f}s from starting the delivery "
               f"worker, its start-up included)")
+        changes = [f"{t - started:.0f}s:{v:.0f}" for i, (t, v) in enumerate(series)
+                   if i == 0 or v != series[i - 1][1]]
+        print("lag as Prometheus saw it (seconds into the run: records):", " ".join(changes))
 
         delivered = ('sum(max by (tenant_id, channel) '
                      '(notification_requests_total{status="delivered"}))')
