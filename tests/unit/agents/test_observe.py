@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from agents.breaker import CircuitBreaker
-from agents.dispatch import limits_for
 from agents.observe import BreakerStates, Observer
+from agents.rate_limit import Limit
 from streams.errors import SerializationError, ValidationError
 from streams.requests import now_ms
 from streams.settings import Settings
@@ -77,11 +77,13 @@ def test_dead_letters_and_validation_errors() -> None:
 
 
 def test_rate_limit_hits_name_the_limits_that_were_over() -> None:
-    settings = Settings(rate_user_per_min=60, rate_tenant_per_min=6000, rate_burst=1,
-                        partitions=1, metrics_tenants=("rl-tenant",))
-    obs = Observer(settings)
-    request = {"tenant_id": "rl-tenant", "channels": ["sms"], "recipients": [{"user_id": "u"}]}
-    limits = limits_for(request, settings)
+    obs = observer(metrics_tenants=("rl-tenant",))
+    # Keys as agents/dispatch.py `limits_for` names them: the scope, then the tenant.
+    limits = {
+        "t/rl-tenant/0": Limit(6000, 1),
+        "u/rl-tenant/u": Limit(60, 1),
+        "c/rl-tenant/sms/0": Limit(6000, 1),
+    }
     now = now_ms()
     # The user's slot is taken for the next second; the tenant and channel limits are free.
     states = {key: (now + 1000.0 if key.startswith("u/") else None) for key in limits}
