@@ -49,10 +49,10 @@ class Pipeline:
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
         record = status_record(message, status, **fields)
-        self.observe.status(record, message)
         await self.status.send(
             key=record["notification_id"].encode(), value=self._status_serde.encode(record)
         )
+        self.observe.status(record, message)
 
     async def park(self, key: bytes | None, message: dict[str, Any], due_ms: int) -> None:
         """Send `message` to the shortest retry tier of its channel that covers the wait
@@ -82,9 +82,9 @@ class Pipeline:
             attempts=attempts, reason=reason, decoded=decoded,
         )
         await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
-        self.observe.dead_letter(stage, error)
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
+        self.observe.dead_letter(stage, error)
         log.warning(
             "dead-lettered %s:%s@%s at %s: %s: %s", message.topic, message.partition,
             message.offset, stage, record["error_class"], record["message"],
