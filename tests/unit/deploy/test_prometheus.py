@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.deploy.test_grafana import GRAFANA, dashboard_exprs
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "tidings.json"
 
-PROMETHEUS = GRAFANA.parent / "prometheus"
+
+def dashboard_exprs() -> list[str]:
+    board = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in board["panels"] for target in panel.get("targets", [])]
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
@@ -57,8 +62,7 @@ def wrap_as_rules(exprs: list[str]) -> str:
 
 
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
-    board = json.loads((GRAFANA / "dashboards" / "tidings.json").read_text())
-    exprs = dashboard_exprs(board)
+    exprs = dashboard_exprs()
     assert len(exprs) >= 15
     (tmp_path / "dashboard.rules.yml").write_text(wrap_as_rules(exprs))
     result = promtool("check", "rules", "dashboard.rules.yml", cwd=tmp_path)
