@@ -75,3 +75,6 @@ bench-enrich: $(STAMP) ## enrichments/s with and without NER, micro-batcher, mod
 bench-languages: $(STAMP) ## the language detectors compared on tests/data/languages.tsv
 	@$(PY) -m pip install --quiet lingua-language-detector==2.1.1 pycld2==0.42 langid==1.1.6  # compared only; not dependencies
 	$(PY) tests/bench/languages.py
+.PHONY: dashboards
+dashboards: $(STAMP) ## regenerate the Grafana dashboard JSON (deploy/grafana/generate.py)
+	$(PY) deploy/grafana/generate.py

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
 
+from agents.observe import Observer
 from agents.retry import DUE_HEADER, tier_for_wait
 from connectors.verdict import ConnectorError
 from streams.app import raw_topic
 from streams.errors import TidingsError
+from streams.metrics.instruments import STAGE_DURATION
 from streams.records import dead_letter_record, status_record
 from streams.requests import now_ms
 from streams.serde import serde
@@ -42,6 +45,7 @@ class Pipeline:
         self.message_serde = serde("ChannelMessage")
         self._status_serde = serde("DeliveryStatus")
         self._dead_letter_serde = serde("DeadLetter")
+        self.observe = Observer(settings)
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -60,6 +64,7 @@ class Pipeline:
         await self.send(
             self.status, record["notification_id"].encode(), self._status_serde.encode(record)
         )
+        self.observe.status(record, message)
 
     async def park(self, key: bytes | None, message: dict[str, Any], due_ms: int) -> None:
         """Send `message` to the shortest retry tier of its channel that covers the wait
@@ -91,6 +96,7 @@ class Pipeline:
         await self.send(self.deadletter, message.key, self._dead_letter_serde.encode(record))
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
+        self.observe.dead_letter(stage, error)
         log.warning(
             "dead-lettered %s:%s@%s at %s: %s: %s", message.topic, message.partition,
             message.offset, stage, record["error_class"], record["message"],
@@ -104,6 +110,7 @@ class Pipeline:
         other exception is a bug of ours and is logged with its traceback, but the record
         still lands in the dead-letter topic and the stream moves past it.
         """
+        started = time.perf_counter()
         try:
             yield
         except (TidingsError, ConnectorError) as exc:
@@ -111,3 +118,5 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
             log.exception("unexpected error at %s", stage)
             await self.dead_letter(stage, exc, event)
+        finally:
+            STAGE_DURATION.labels(stage).observe(time.perf_counter() - started)

@@ -27,6 +27,7 @@ from httpx_aiohttp import AiohttpTransport
 from agents.breaker import CircuitBreaker
 from agents.channels import CHANNELS, Channel, check_channels
 from agents.context import Pipeline
+from agents.observe import BREAKERS
 from agents.retry import retry_tier_for
 from agents.route import failover_message
 from connectors.verdict import ConnectorError, Outcome, Verdict
@@ -206,6 +207,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     settings = pipeline.settings
     check_channels(settings)
     deliverer = Deliverer(app, pipeline)
+    BREAKERS.track(deliverer.breakers, settings.metrics_breaker_limit)
     connectors = _Connectors(settings)
 
     for channel_name, topic in pipeline.channels.items():

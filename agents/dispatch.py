@@ -73,8 +73,9 @@ class Dispatcher:
         if request["priority"] != "critical":
             # Critical notifications (security alerts, outages) bypass the limits.
             limits = limits_for(request, settings, partition)
+            states = {k: self._read(k) for k in limits}
             decision, updates = decide(
-                {k: self._read(k) for k in limits}, limits, now,
+                states, limits, now,
                 defer=settings.rate_limit_policy == "defer",
                 max_defer_ms=settings.retry_tiers_s[-1] * 1000,
             )
@@ -85,6 +86,8 @@ class Dispatcher:
                     state[k] = tat
             for k, tat in self.shared.due(partition, now).items():
                 state[k] = tat
+            if decision.outcome != ALLOW:
+                pipeline.observe.rate_limited(request["tenant_id"], states, limits, now)
             if decision.outcome not in (ALLOW, DEFER):
                 await pipeline.emit_status(
                     request, "rate_limited",

@@ -10,6 +10,7 @@ from agents import deliver, dispatch, intake
 from agents.context import Pipeline
 from agents.retry import DelayLine
 from streams.app import create_app
+from streams.metrics import install_metrics
 from streams.settings import Settings, load_settings
 from streams.topics import channel_topic, retry_topic
 
@@ -20,6 +21,7 @@ def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = create_app(settings)
     pipeline = Pipeline(app, settings)
+    install_metrics(app, settings)
     dispatcher = dispatch.register(app, pipeline) if "dispatch" in settings.stages else None
     if "intake" in settings.stages:
         intake.register(app, pipeline, dispatcher)

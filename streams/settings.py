@@ -157,6 +157,15 @@ class Settings(BaseSettings):
     enrich_phone_region: str = "US"
     enrich_batch_max: int = Field(32, ge=1)
     enrich_batch_wait_ms: float = Field(0.0, ge=0)
+    # Metrics (streams/metrics, agents/observe.py): `/metrics` on `web_port`.
+    # Consumer lag is read from the broker this often (0 turns the reads off).
+    metrics_lag_interval_s: float = Field(5.0, ge=0)
+    # tenant_id label values: these tenants only, or else the first `metrics_tenant_limit`
+    # a worker sees; every other tenant is counted as `_other` (bounded series).
+    metrics_tenants: tuple[str, ...] = ()
+    metrics_tenant_limit: int = Field(100, ge=0)
+    # Most circuit-breaker series reported (webhook breakers are one per receiving host).
+    metrics_breaker_limit: int = Field(50, ge=1)
 
     @field_validator("enabled_channels")
     @classmethod
