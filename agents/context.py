@@ -18,6 +18,7 @@ from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import Settings
 from streams.topics import channel_topic, retry_topic
+from streams.tracing import record_error, record_status, stage_span
 
 log = logging.getLogger("tidings.agents")
 
@@ -45,6 +46,7 @@ class Pipeline:
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
         record = status_record(message, status, **fields)
+        record_status(record)
         await self.status.send(
             key=record["notification_id"].encode(), value=self._status_serde.encode(record)
         )
@@ -77,6 +79,7 @@ class Pipeline:
             attempts=attempts, reason=reason, decoded=decoded,
         )
         await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
+        record_error(error, stage)
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
         log.warning(
@@ -92,10 +95,11 @@ class Pipeline:
         other exception is a bug of ours and is logged with its traceback, but the record
         still lands in the dead-letter topic and the stream moves past it.
         """
-        try:
-            yield
-        except (TidingsError, ConnectorError) as exc:
-            await self.dead_letter(stage, exc, event)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
-            log.exception("unexpected error at %s", stage)
-            await self.dead_letter(stage, exc, event)
+        with stage_span(stage, event):  # the event's span, its trace from its headers
+            try:
+                yield
+            except (TidingsError, ConnectorError) as exc:
+                await self.dead_letter(stage, exc, event)
+            except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
+                log.exception("unexpected error at %s", stage)
+                await self.dead_letter(stage, exc, event)

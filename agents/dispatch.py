@@ -15,6 +15,7 @@ from agents.context import Pipeline
 from agents.rate_limit import ALLOW, DEFER, Limit, decide
 from agents.route import channel_messages
 from streams.requests import now_ms
+from streams.tracing import annotate
 
 STAGE = "rate_limit"
 
@@ -45,6 +46,7 @@ class Dispatcher:
 
     async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
         pipeline, settings, state = self.pipeline, self.settings, self.state
+        annotate(request)
         now = now_ms()
         due = now
         if request["priority"] != "critical":

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     apns_ca_file: str | None = None
     apns_timeout_s: float = Field(10.0, gt=0)
 
+    # Tracing and logs (streams/tracing.py, streams/logs.py). No endpoint: tracing is off (no
+    # SDK, no exporter, no instrumentation). The endpoint is the collector's base URL, like
+    # OTEL_EXPORTER_OTLP_ENDPOINT: http://collector:4318 (http/protobuf) or :4317 (grpc).
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # Share of traces kept, decided where a trace starts (the publisher, or intake).
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+
     @field_validator("enabled_channels")
     @classmethod
     def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
