@@ -176,3 +176,60 @@ def test_exporter_follows_the_settings(protocol: str, endpoint: str, kind: str,
             assert exporter._endpoint == expected  # type: ignore[attr-defined]
     finally:
         exporter.shutdown()
+
+
+def test_grpc_exporter_delivers_spans_to_a_grpc_collector() -> None:
+    """The `grpc` protocol against a real gRPC TraceService on loopback."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[str] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
+            received.extend(span.name for rs in request.resource_spans
+                            for ss in rs.scope_spans for span in ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        settings = load_settings(otlp_endpoint=f"http://127.0.0.1:{port}", otlp_protocol="grpc")
+        provider = TracerProvider(sampler=tracing.StageRootSampler())
+        provider.add_span_processor(SimpleSpanProcessor(tracing.otlp_exporter(settings)))
+        with provider.get_tracer("t").start_as_current_span(
+                "intake", attributes={tracing.STAGE: "validate"}):
+            pass
+        provider.shutdown()
+    finally:
+        server.stop(None)
+    assert received == ["intake"]
+
+
+def test_log_lines_inside_a_stage_name_its_trace(spans: InMemorySpanExporter) -> None:
+    import io
+    import json
+    import logging
+
+    from streams.logs import json_formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    log = logging.getLogger("tidings.test-trace-ids")
+    log.addHandler(handler)
+    try:
+        with tracing.stage_span("deliver", Event([("traceparent", PARENT.encode())])):
+            tracing.annotate({"tenant_id": "acme", "delivery_id": "dlv_7"})
+            log.warning("retrying")
+    finally:
+        log.removeHandler(handler)
+    record = json.loads(stream.getvalue())
+    (span,) = spans.get_finished_spans()
+    assert record["trace_id"] == PARENT_TRACE
+    assert record["span_id"] == format(span.context.span_id, "016x")
+    assert record["delivery_id"] == "dlv_7"
