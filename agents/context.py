@@ -45,8 +45,8 @@ class Pipeline:
         self._dead_letter_serde = serde("DeadLetter")
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
+        record_status(message, status, fields.get("reason"))
         record = status_record(message, status, **fields)
-        record_status(record)
         await self.status.send(
             key=record["notification_id"].encode(), value=self._status_serde.encode(record)
         )
@@ -73,13 +73,13 @@ class Pipeline:
         decoded: Mapping[str, Any] | None = None,
     ) -> None:
         message = event.message
+        record_error(error, stage)
         record = dead_letter_record(
             stage=stage, error=error, topic=message.topic, partition=message.partition,
             offset=message.offset, key=message.key, value=message.value or b"",
             attempts=attempts, reason=reason, decoded=decoded,
         )
         await self.deadletter.send(key=message.key, value=self._dead_letter_serde.encode(record))
-        record_error(error, stage)
         if decoded and decoded.get("notification_id"):
             await self.emit_status(decoded, "dead_lettered", reason=f"{stage}: {record['message']}")
         log.warning(

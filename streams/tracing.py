@@ -263,16 +263,15 @@ def record_error(error: BaseException, stage: str) -> None:
                                          "tidings.error": redact_text(str(error))})
 
 
-def record_status(record: Mapping[str, Any]) -> None:
-    """A status the current stage emitted: an info log line and an event on its span."""
+def record_status(message: Mapping[str, Any], status: str, reason: str | None) -> None:
+    """A status the current stage emits for `message`: an info log line and a span event."""
     if _status_log.isEnabledFor(logging.INFO):
-        with bound_contextvars(**{n: record[n] for n in ID_FIELDS if record.get(n)}):
-            reason = f": {record['reason']}" if record.get("reason") else ""
-            _status_log.info("%s (attempt %s)%s", record["status"], record.get("attempt"), reason)
+        with bound_contextvars(**{n: message[n] for n in ID_FIELDS if message.get(n)}):
+            _status_log.info("%s (attempt %s)%s", status, message.get("attempt", 0),
+                             f": {reason}" if reason else "")
     span = trace.get_current_span()
     if span.is_recording():
-        span.add_event(f"status {record['status']}",
-                       {"tidings.reason": redact_text(record.get("reason") or "")})
+        span.add_event(f"status {status}", {"tidings.reason": redact_text(reason or "")})
 
 
 class _Verdict(Protocol):
