@@ -75,8 +75,10 @@ def assert_one_tree(spans: list[CollectedSpan], root_span_id: str) -> None:
 
 
 async def test_one_trace_per_notification_through_retry_fan_out_and_dead_letter(
-    tidings_env, worker, receiver, collector, read_topic, span_exporter
+    tidings_env, collector, receiver, worker, read_topic, span_exporter
 ):
+    # (The collector and receiver are set up before the worker, so they outlive it: the
+    # worker exports its last spans as it stops.)
     span_exporter.clear()
     receiver.fail_next("/flaky", [503])
     receiver.always("/broken", 400)
