@@ -166,13 +166,21 @@ def configure_tracing(settings: Settings, service_name: str,
 
 def enable(provider: trace.TracerProvider) -> None:
     """Start tracing stages with `provider` and instrument aiokafka's sends."""
+    import aiokafka
     from opentelemetry.instrumentation.aiokafka import AIOKafkaInstrumentor
+    from opentelemetry.instrumentation.utils import unwrap
 
     global _tracer, _enabled
     _tracer = provider.get_tracer("tidings")
     instrumentor = AIOKafkaInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)
+        # Sends only. Consumption is traced by the stages' own spans, which know what a
+        # record is for (Faust's consumer does not call getmany/getone anyway); the
+        # instrumented getmany would add a `receive` span to a parked message's trace each
+        # time the delay line re-reads a tier partition it held.
+        unwrap(aiokafka.AIOKafkaConsumer, "getone")
+        unwrap(aiokafka.AIOKafkaConsumer, "getmany")
     _enabled = True
 
 

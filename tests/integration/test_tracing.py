@@ -119,6 +119,8 @@ async def test_one_trace_per_notification_through_retry_fan_out_and_dead_letter(
     for stage in ("intake", "dispatch", "deliver", "delay_line"):
         assert stage in stages, names(spans)
     assert stages.count("deliver") == 2
+    assert stages.count("delay_line") == 1
+    assert not [s for s in spans if s.name.endswith(" receive")]  # stage spans say it
     prefix = tidings_env.prefix
     sends = {s.attributes.get("messaging.destination.name") for s in spans
              if s.name.endswith(" send")}
