@@ -21,6 +21,7 @@ from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import Settings
 from streams.topics import channel_topic, retry_topic
+from streams.tracing import record_error, record_status, stage_span
 
 log = logging.getLogger("tidings.agents")
 
@@ -60,6 +61,7 @@ class Pipeline:
         )
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
+        record_status(message, status, fields.get("reason"))
         record = status_record(message, status, **fields)
         await self.send(
             self.status, record["notification_id"].encode(), self._status_serde.encode(record)
@@ -88,6 +90,7 @@ class Pipeline:
         decoded: Mapping[str, Any] | None = None,
     ) -> None:
         message = event.message
+        record_error(error, stage)
         record = dead_letter_record(
             stage=stage, error=error, topic=message.topic, partition=message.partition,
             offset=message.offset, key=message.key, value=message.value or b"",
@@ -111,12 +114,13 @@ class Pipeline:
         still lands in the dead-letter topic and the stream moves past it.
         """
         started = time.perf_counter()
-        try:
-            yield
-        except (TidingsError, ConnectorError) as exc:
-            await self.dead_letter(stage, exc, event)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
-            log.exception("unexpected error at %s", stage)
-            await self.dead_letter(stage, exc, event)
-        finally:
-            STAGE_DURATION.labels(stage).observe(time.perf_counter() - started)
+        with stage_span(stage, event):  # the event's span, its trace from its headers
+            try:
+                yield
+            except (TidingsError, ConnectorError) as exc:
+                await self.dead_letter(stage, exc, event)
+            except Exception as exc:  # noqa: BLE001 - the last line of defence, see docstring
+                log.exception("unexpected error at %s", stage)
+                await self.dead_letter(stage, exc, event)
+            finally:
+                STAGE_DURATION.labels(stage).observe(time.perf_counter() - started)

@@ -34,6 +34,7 @@ from connectors.verdict import ConnectorError, Outcome, Verdict
 from streams.errors import TidingsError
 from streams.requests import CHANNEL_ADDRESS, now_ms
 from streams.settings import Settings
+from streams.tracing import annotate, delivery_attempt
 
 STAGE = "deliver"
 # Deliveries due within this many ms are sent now rather than parked again.
@@ -120,6 +121,7 @@ class Deliverer:
                      ) -> None:
         pipeline = self.pipeline
         message = pipeline.message_serde.decode(event.value)
+        annotate(message)
         delivery_id = message["delivery_id"]
         if self.ledger.get(delivery_id) is not None:
             await pipeline.emit_status(message, "duplicate", reason="already delivered")
@@ -138,7 +140,7 @@ class Deliverer:
             return
 
         message["attempt"] += 1
-        verdict = await channel.send(message)
+        verdict = await delivery_attempt(message, channel.send)
         breaker.record(failed=verdict.outcome is Outcome.RETRY)
         await self.act_on(event, message, verdict)
 

@@ -16,6 +16,7 @@ from agents.enrichment.stage import EnrichStage
 from agents.rate_limit import ALLOW, DEFER, Limit, WriteBehind, decide
 from agents.route import channel_messages
 from streams.requests import now_ms
+from streams.tracing import annotate
 
 STAGE = "rate_limit"
 
@@ -68,6 +69,7 @@ class Dispatcher:
     async def handle(self, key: bytes | None, request: dict[str, Any], partition: int) -> None:
         """`partition`: the partition of the event being processed; table writes go there."""
         pipeline, settings, state = self.pipeline, self.settings, self.state
+        annotate(request)
         now = now_ms()
         due = now
         if request["priority"] != "critical":

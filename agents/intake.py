@@ -9,6 +9,7 @@ from agents.dedup import DedupWindow
 from agents.dispatch import Dispatcher
 from agents.route import fan_out
 from streams.requests import now_ms, validate_request
+from streams.tracing import annotate, child_span
 
 STAGE = "validate"
 
@@ -27,6 +28,7 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):
                 request = pipeline.request_serde.decode(event.value)
+                annotate(request)
                 validate_request(request)
                 now = now_ms()
                 key = window.key(request["tenant_id"], request["idempotency_key"])
@@ -39,7 +41,8 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
                 seen[key] = window.remember(seen.get(key), request["notification_id"], now)
                 await pipeline.emit_status(request, "accepted")
                 if dispatcher is not None and len(request["recipients"]) == 1:
-                    await dispatcher.handle(event.key, request, event.message.partition)
+                    with child_span("rate_limit"):
+                        await dispatcher.handle(event.key, request, event.message.partition)
                     continue
                 for recipient_key, single in fan_out(request):
                     await pipeline.send(

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from streams.tracing import forward_span
+
 DUE_HEADER = "tidings-due-ms"
 TARGET_HEADER = "tidings-target"
 
@@ -99,10 +101,11 @@ class DelayLine:
                         if due > now:
                             self._hold(tp, record.offset, due - now)
                             break
-                        sends.append(await self._producer.send(
-                            target, value=record.value, key=record.key,
-                            headers=[(k, v) for k, v in record.headers or () if k != DUE_HEADER],
-                        ))
+                        # Re-published in the parked message's trace (a `delay_line` span).
+                        with forward_span(record.headers, drop=(DUE_HEADER,)) as headers:
+                            sends.append(await self._producer.send(
+                                target, value=record.value, key=record.key, headers=headers,
+                            ))
                         commits[tp] = record.offset + 1
                 if sends:
                     await asyncio.gather(*sends)

@@ -48,7 +48,12 @@ def main() -> None:
 @main.command()
 def worker() -> None:
     """Run the worker: every stage's agent, until SIGINT/SIGTERM."""
+    from streams.logs import configure_logging, logging_config
+    from streams.tracing import configure_tracing
+
     settings = _settings()
+    configure_logging(settings.log_level)
+    configure_tracing(settings, "tidings-worker")
     target = os.environ.get("TIDINGS_WORKER_APP", DEFAULT_WORKER_APP)
     module_name, _, attr = target.partition(":")
     factory: Callable[[Settings], Any] = getattr(importlib.import_module(module_name), attr)
@@ -57,7 +62,12 @@ def worker() -> None:
     except TidingsError as exc:
         raise click.ClickException(str(exc)) from exc
     # Faust's worker installs the signal handlers and stops every service in order.
-    _quiet_worker_class()(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    # Faust's worker configures logging once more at start: with our dict, so its records, and
+    # every library's, are JSON too.
+    _quiet_worker_class()(
+        app, loglevel=settings.log_level, quiet=True,
+        logging_config=logging_config(settings.log_level),
+    ).execute_from_commandline()
 
 
 def _quiet_worker_class() -> type:
@@ -102,6 +112,7 @@ def publish(source: IO[str]) -> None:
     """
     from streams.publisher import Publisher
     from streams.requests import normalize_request
+    from streams.tracing import configure_tracing
 
     raw = _read_requests(source)
     records = []
@@ -110,8 +121,10 @@ def publish(source: IO[str]) -> None:
             records.append(normalize_request(request))
         except ValidationError as exc:
             raise click.ClickException(f"request {number}: {exc}") from exc
+    settings = _settings()
+    configure_tracing(settings, "tidings-cli")  # with an endpoint, each request's trace starts here
     try:
-        with Publisher(_settings()) as publisher:
+        with Publisher(settings) as publisher:
             ids = publisher.publish_many(records)
     except TidingsError as exc:
         raise click.ClickException(str(exc)) from exc

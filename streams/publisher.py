@@ -20,6 +20,7 @@ from streams.errors import TidingsError
 from streams.requests import normalize_request, request_key
 from streams.serde import serde
 from streams.settings import Settings
+from streams.tracing import publish_span
 
 
 class PublishError(TidingsError):
@@ -56,9 +57,13 @@ class Publisher:
         """Validate, encode and enqueue one request; `flush` waits for the broker's ack."""
         record = normalize_request(request)
         value = self._serde.encode(record)
-        self._producer.produce(
-            self._topic, value=value, key=request_key(record), on_delivery=self._on_delivery
-        )
+        # The notification's trace starts here; its context rides in the record's headers.
+        with publish_span(record) as trace_headers:
+            headers: list[tuple[str, str | bytes | None]] = list(trace_headers)
+            self._producer.produce(
+                self._topic, value=value, key=request_key(record), headers=headers,
+                on_delivery=self._on_delivery,
+            )
         self._producer.poll(0)
         return str(record["notification_id"])
 

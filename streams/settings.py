@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(64, ge=1)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
 
+    # Tracing and logs (streams/tracing.py, streams/logs.py). No endpoint: tracing is off (no
+    # SDK, no exporter, no instrumentation). The endpoint is the collector's base URL, like
+    # OTEL_EXPORTER_OTLP_ENDPOINT: http://collector:4318 (http/protobuf) or :4317 (grpc).
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    # Share of traces kept, decided where a trace starts (the publisher, or intake).
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+
     # Dedup
     dedup_window_s: float = Field(24 * 3600, gt=0)
 

@@ -225,3 +225,20 @@ def read_topic(kafka_bootstrap: str) -> Iterator[Callable[..., TopicReader]]:
     yield open_reader
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> Any:
+    """The test process's global tracer provider, exporting to memory (set once per process;
+    clear the exporter in each test that reads it)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    exporter.provider = provider
+    return exporter
