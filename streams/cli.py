@@ -5,6 +5,8 @@
     tidings topics create|list     the topics declared in streams/topics.py
     tidings watch                  print delivery statuses as they happen
     tidings secret                 a new Standard Webhooks signing secret
+    tidings api                    serve the HTTP API
+    tidings api-keys create|list|revoke   tenants' API keys (hashed at rest)
 """
 
 from __future__ import annotations
@@ -194,6 +196,12 @@ def watch(from_beginning: bool, count: int, timeout: float) -> None:
 def secret() -> None:
     """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+from streams.api.cli import api, api_keys  # noqa: E402 - HTTP API commands
+
+main.add_command(api)
+main.add_command(api_keys)
 
 
 if __name__ == "__main__":

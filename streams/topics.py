@@ -71,6 +71,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("dispatch"), n, rf, retention_ms=7 * DAY_MS),
         TopicSpec(settings.topic("status"), n, rf, retention_ms=30 * DAY_MS),
         TopicSpec(settings.topic("deadletter"), n, rf, retention_ms=30 * DAY_MS),
+        # HTTP API: Idempotency-Key → (body hash, notification id), read by every replica.
+        TopicSpec(settings.topic("api-idempotency"), n, rf, compacted=True),
     ]
     specs += [TopicSpec(changelog_topic(settings, table), n, rf, compacted=True)
               for table in TABLES]
