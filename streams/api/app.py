@@ -184,12 +184,13 @@ async def _publish(state: ApiState, tenant: str, notification_id: str,
     except PublishError as exc:
         raise ApiProblem(503, f"the broker did not acknowledge the request: {exc}",
                          kind="publish-failed", headers={"Retry-After": "1"}) from exc
-    if idempotency_key is not None:
-        record = {"tenant_id": tenant, "idempotency_key": idempotency_key,
-                  "body_sha256": body_hash, "notification_id": notification_id,
-                  "accepted_at": now_ms()}
-        state.store.remember(record)
-        state.publisher.record_idempotency(record)
+    # Recorded without a caller's key too (keyed by the id, as the pipeline's dedup does), so
+    # every replica knows the owner at once, before the first status arrives.
+    record = {"tenant_id": tenant, "idempotency_key": idempotency_key or notification_id,
+              "body_sha256": body_hash, "notification_id": notification_id,
+              "accepted_at": now_ms()}
+    state.store.remember(record)
+    state.publisher.record_idempotency(record)
 
 
 def create_api(settings: Settings, *, extra_routers: Iterable[APIRouter] = ()) -> FastAPI:

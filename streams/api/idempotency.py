@@ -7,9 +7,9 @@ Where the key → (body hash, id) map lives, and why it holds across replicas:
    asking anyone, and a second publish of that id is harmless: the dedup stage passes the
    same id read again and the delivered ledger stops a second send (agents/dedup.py).
 2. **What was accepted is a Kafka record.** After the broker acknowledged the request, the
-   API writes ``tenant/key → (body hash, id)`` to the compacted ``<prefix>.api-idempotency``
-   topic; every replica materializes that topic into its RocksDB store, so a retry on any
-   replica finds it (same body → the same id again; other body → 409).
+   API writes ``tenant/key → (body hash, id)`` to the ``<prefix>.api-idempotency`` topic;
+   every replica materializes that topic into its RocksDB store, so a retry on any replica
+   finds it (same body → the same id again; other body → 409).
 3. **The race between replicas is closed by the pipeline.** Two *different* bodies with one
    key sent to two replicas within the topic's propagation delay (milliseconds) both get a
    202 with different ids; the dedup stage then lets the first through and records the

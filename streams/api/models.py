@@ -22,7 +22,8 @@ _TEXT_MAX = 64 * 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON `false` is not the number 0, nor "1" the number 1 — what the document says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RecipientIn(_Strict):
@@ -43,7 +44,7 @@ class TemplateRefIn(_Strict):
 
 
 class NotificationIn(_Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
         "priority": "normal", "category": "orders", "channels": ["webhook"],
         "recipients": [{"user_id": "u1", "webhook_url": "https://example.com/hooks/orders"}],
         "title": "Order shipped", "content": "Your order 1 has shipped",

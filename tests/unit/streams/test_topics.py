@@ -75,6 +75,7 @@ def test_every_topic_has_the_configured_partitions_and_replicas() -> None:
         ("tidings.dispatch", 7),
         ("tidings.status", 30),
         ("tidings.deadletter", 30),
+        ("tidings.api-idempotency", 30),
         ("tidings.channel.webhook", 7),
         ("tidings.retry.webhook.30m", 7),
     ],
