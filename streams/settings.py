@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     apns_ca_file: str | None = None
     apns_timeout_s: float = Field(10.0, gt=0)
 
+    # Deployment: the worker's web server (/health, /ready) listens on loopback unless a
+    # container opens it ("0.0.0.0") for its probes and scrapes.
+    web_host: str = "127.0.0.1"
+
     # HTTP API (streams/api, `tidings api`): a separate ASGI app, one process per replica.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)

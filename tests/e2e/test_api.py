@@ -162,6 +162,18 @@ async def test_post_is_delivered_and_its_timeline_shows_it(tidings_env, worker, 
 
         timeline = await timeline_until(acme, notification_id,
                                         lambda t: t["state"] == "delivered")
+        # The worker's probes (agents/health.py), through the image's healthcheck command.
+        web = f"http://127.0.0.1:{tidings_env['TIDINGS_WEB_PORT']}"
+        for path in ("/health", "/ready"):
+            probe = subprocess.run([sys.executable, "-m", "streams.healthcheck", web + path],
+                                   capture_output=True, text=True, timeout=30, check=False)
+            assert probe.returncode == 0, probe.stderr
+        ready = httpx.get(f"{web}/ready", timeout=10).json()
+        assert ready["tables_recovered"] and ready["partitions_assigned"] > 0, ready
+        down = subprocess.run([sys.executable, "-m", "streams.healthcheck",
+                               f"http://127.0.0.1:{kafka_local.free_port()}/health"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert down.returncode == 1
         statuses = [entry["status"] for entry in timeline["timeline"]]
         assert statuses[0] == "accepted" and statuses[-1] == "delivered", statuses
         last = timeline["timeline"][-1]
