@@ -67,3 +67,11 @@ bench-smoke: kafka-fetch ## a few-second run of the same harness
 
 bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
 	$(PY) tests/bench/channels.py
+
+.PHONY: kubeconform deploy-check
+KUBECONFORM_VERSION := v0.7.0
+kubeconform: ## build kubeconform into .cache/bin with `go install` (needs Go)
+	@test -x .cache/bin/kubeconform || GOBIN=$(CURDIR)/.cache/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+deploy-check: $(STAMP) kubeconform ## validate deploy/: Kubernetes manifests, Dockerfile, compose.yaml (offline)
+	$(PY) deploy/validate.py

@@ -1,4 +1,7 @@
-"""`python -m streams.healthcheck URL`: exit 0 when URL answers 2xx within the timeout.
+"""`python -m streams.healthcheck [URL]`: exit 0 when URL answers 2xx within the timeout.
+
+URL defaults to `TIDINGS_HEALTHCHECK_URL`, so one image HEALTHCHECK serves the worker and the
+API (each container sets the variable to its own port).
 
 The container image's HEALTHCHECK and the Kubernetes exec probes of the worker use it: the
 slim image has no curl, and the worker's web server listens on loopback unless
@@ -7,6 +10,7 @@ TIDINGS_WEB_HOST opens it (an exec probe runs inside the pod, so loopback is eno
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -25,7 +29,9 @@ def check(url: str, timeout_s: float = 3.0) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m streams.healthcheck URL", file=sys.stderr)
+    target = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("TIDINGS_HEALTHCHECK_URL")
+    if len(sys.argv) > 2 or not target:
+        print("usage: python -m streams.healthcheck URL (or set TIDINGS_HEALTHCHECK_URL)",
+              file=sys.stderr)
         sys.exit(2)
-    sys.exit(check(sys.argv[1]))
+    sys.exit(check(target))
