@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from streams.publisher import PublishError
 from streams.requests import normalize_request, now_ms
 from streams.settings import Settings
 
+log = logging.getLogger("tidings.api")
 _bearer = HTTPBearer(auto_error=False, description="A tenant's API key: `tdk_...`")
 
 
@@ -198,9 +200,13 @@ def create_api(settings: Settings, *, extra_routers: Iterable[APIRouter] = ()) -
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = KeyStore(settings.api_keys_file)
+        if not len(keys):
+            log.warning("no API keys in %s: every request will get 401 (create one with "
+                        "`tidings api-keys create --tenant NAME`)", settings.api_keys_file)
         store = StatusStore(settings.api_data_dir)
         materializer = Materializer(settings, store)
-        state = ApiState(settings, KeyStore(settings.api_keys_file), store, materializer,
+        state = ApiState(settings, keys, store, materializer,
                          ApiPublisher(settings))
         app.state.tidings = state
         task = asyncio.create_task(materializer.run(), name="tidings-api-materializer")
