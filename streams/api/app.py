@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -183,8 +184,10 @@ async def _publish(state: ApiState, tenant: str, notification_id: str,
     except (ValidationError, SerializationError) as exc:
         raise ApiProblem(422, str(exc), kind="invalid-request",
                          field=getattr(exc, "field", None)) from exc
-    except PublishError as exc:
-        raise ApiProblem(503, f"the broker did not acknowledge the request: {exc}",
+    except (PublishError, KafkaException, BufferError) as exc:
+        # BufferError: the producer's local queue is full (the broker is slow or away).
+        raise ApiProblem(503, f"the broker did not acknowledge the request, which may still "
+                         f"be written; retry with the same Idempotency-Key: {exc}",
                          kind="publish-failed", headers={"Retry-After": "1"}) from exc
     # Recorded without a caller's key too (keyed by the id, as the pipeline's dedup does), so
     # every replica knows the owner at once, before the first status arrives.

@@ -60,6 +60,10 @@ class Materializer:
                 self.readiness.error = f"{type(exc).__name__}: {exc}"
                 log.warning("status materializer: %s; retrying", self.readiness.error)
                 await asyncio.sleep(2.0)
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must not end the reader
+                self.readiness.error = f"{type(exc).__name__}: {exc}"
+                log.exception("status materializer failed; restarting it")
+                await asyncio.sleep(2.0)
             finally:
                 await self._stop_consumer()
 

@@ -310,3 +310,32 @@ def test_openapi_document_holds_under_schemathesis(api, keys, tmp_path):
     print(result.stdout[-4000:])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout and "API Operations" in result.stdout
+
+
+async def test_without_a_broker_it_is_alive_not_ready_and_posts_get_503(tidings_env, keys,
+                                                                        tmp_path):
+    env = {**tidings_env, "TIDINGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_local.free_port()}",
+           "TIDINGS_API_PORT": str(kafka_local.free_port()),
+           "TIDINGS_API_KEYS_FILE": str(tmp_path / "api-keys.json"),
+           "TIDINGS_API_DATA_DIR": str(tmp_path / "api-down"),
+           "TIDINGS_API_PUBLISH_TIMEOUT_S": "1"}
+    replica = ApiProcess(env, tmp_path / "api-down.log")
+    try:
+        async with httpx.AsyncClient(base_url=replica.url, timeout=30, headers={
+                "Authorization": f"Bearer {keys['acme']}"}) as http:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.2)
+            ready = await http.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["ready"] is False and ready.json()["broker_reachable"] is False
+            posted = await http.post("/v1/notifications", json=body())
+            assert posted.status_code == 503, posted.text
+            assert posted.headers["content-type"] == PROBLEM
+            assert posted.headers["retry-after"] == "1"
+    finally:
+        replica.stop()
