@@ -78,3 +78,10 @@ bench-languages: $(STAMP) ## the language detectors compared on tests/data/langu
 .PHONY: dashboards
 dashboards: $(STAMP) ## regenerate the Grafana dashboard JSON (deploy/grafana/generate.py)
 	$(PY) deploy/grafana/generate.py
+.PHONY: kubeconform deploy-check
+KUBECONFORM_VERSION := v0.7.0
+kubeconform: ## build kubeconform into .cache/bin with `go install` (needs Go)
+	@test -x .cache/bin/kubeconform || GOBIN=$(CURDIR)/.cache/bin go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+
+deploy-check: $(STAMP) kubeconform ## validate deploy/: Kubernetes manifests, Dockerfile, compose.yaml (offline)
+	$(PY) deploy/validate.py

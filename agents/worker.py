@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from agents import deliver, dispatch, intake
+from agents import deliver, dispatch, health, intake
 from agents.context import Pipeline
 from agents.retry import DelayLine
 from streams.app import create_app
@@ -20,6 +20,7 @@ log = logging.getLogger("tidings.worker")
 def build_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = create_app(settings)
+    health.register(app)  # /health and /ready for probes
     pipeline = Pipeline(app, settings)
     install_metrics(app, settings)
     dispatcher = dispatch.register(app, pipeline) if "dispatch" in settings.stages else None

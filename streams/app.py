@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=settings.producer_linger_ms / 1000,
         stream_buffer_maxsize=4096,
         web_enabled=True,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
         loghandlers=[],

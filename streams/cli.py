@@ -10,6 +10,8 @@
     tidings lag                    consumer lag per group/topic/partition
     tidings enrich [FILE|-]        language, sentiment, entities, spam score per line
     tidings quarantine list|release  notifications held back as spam
+    tidings api                    serve the HTTP API
+    tidings api-keys create|list|revoke   tenants' API keys (hashed at rest)
 """
 
 from __future__ import annotations
@@ -225,6 +227,11 @@ from agents.enrichment.cli import enrich, quarantine  # noqa: E402 - registered 
 
 main.add_command(enrich)
 main.add_command(quarantine)
+
+from streams.api.cli import api, api_keys  # noqa: E402 - HTTP API commands
+
+main.add_command(api)
+main.add_command(api_keys)
 
 
 if __name__ == "__main__":

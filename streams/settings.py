@@ -174,6 +174,20 @@ class Settings(BaseSettings):
     metrics_tenant_limit: int = Field(100, ge=0)
     # Most circuit-breaker series reported (webhook breakers are one per receiving host).
     metrics_breaker_limit: int = Field(50, ge=1)
+    # Deployment: the worker's web server (/health, /ready) listens on loopback unless a
+    # container opens it ("0.0.0.0") for its probes and scrapes.
+    web_host: str = "127.0.0.1"
+
+    # HTTP API (streams/api, `tidings api`): a separate ASGI app, one process per replica.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+    # Tenants' API keys, SHA-256 hashed at rest (`tidings api-keys create` adds one).
+    api_keys_file: Path = Path(".cache/api-keys.json")
+    # The replica's RocksDB view of the status and idempotency topics (rebuilt when lost).
+    api_data_dir: Path = Path(".cache/api")
+    api_publish_timeout_s: float = Field(10.0, gt=0)
+    # How long an Idempotency-Key is honoured; the pipeline's dedup window by default.
+    api_idempotency_window_s: float | None = Field(None, gt=0)
 
     @field_validator("enabled_channels")
     @classmethod

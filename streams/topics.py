@@ -71,6 +71,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("dispatch"), n, rf, retention_ms=7 * DAY_MS),
         TopicSpec(settings.topic("status"), n, rf, retention_ms=30 * DAY_MS),
         TopicSpec(settings.topic("deadletter"), n, rf, retention_ms=30 * DAY_MS),
+        # HTTP API: what each POST accepted (tenant, key, body hash, id), read by every
+        # replica. Kept as long as the statuses, so a replica rebuilt from both knows the
+        # owner of every notification it can show; idempotency itself needs only the window.
+        TopicSpec(settings.topic("api-idempotency"), n, rf, retention_ms=30 * DAY_MS),
     ]
     specs += [TopicSpec(changelog_topic(settings, table), n, rf, compacted=True)
               for table in TABLES]

@@ -110,14 +110,26 @@ def dead_letter(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+def idempotency_record(**overrides: Any) -> dict[str, Any]:
+    return {
+        "tenant_id": "acme",
+        "idempotency_key": "order-1",
+        "body_sha256": "0" * 64,
+        "notification_id": "ntf_0001",
+        "accepted_at": CREATED_AT,
+    } | overrides
+
+
 SAMPLES = {
     "Recipient": recipient,
     "NotificationRequest": notification_request,
     "ChannelMessage": channel_message,
     "DeliveryStatus": delivery_status,
     "DeadLetter": dead_letter,
+    "IdempotencyRecord": idempotency_record,
 }
-TIMESTAMP_FIELDS = {"created_at", "send_at", "not_before", "occurred_at", "failed_at"}
+TIMESTAMP_FIELDS = {"created_at", "send_at", "not_before", "occurred_at", "failed_at",
+                    "accepted_at"}
 
 
 @pytest.fixture
