@@ -67,7 +67,7 @@ class Env(dict[str, str]):
 
 
 @pytest.fixture
-def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Env:
+def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
     run = f"t{uuid.uuid4().hex[:10]}"
     env = Env(
         TIDINGS_KAFKA_BOOTSTRAP=kafka_bootstrap,
@@ -87,7 +87,23 @@ def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Env:
         TIDINGS_RATE_CHANNEL_PER_MIN="10000000",
         TIDINGS_LOG_LEVEL="warn",
     )
-    return env
+    yield env
+    _delete_topics(kafka_bootstrap, run)
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete a test's topics (and its app's changelogs), all named from its run id.
+
+    Hundreds of tests share one broker; kept, their partitions' open files would reach the
+    process limit and the broker would refuse connections.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import argparse
 import base64
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -100,6 +101,22 @@ class Node:
     @property
     def config_path(self) -> Path:
         return self.data_dir / "server.properties"
+
+
+# A broker keeps files open for each partition's active segment; a test run creates
+# thousands of partitions, and past the open-files limit Kafka fails every new connection
+# with "Too many open files". The tests delete their topics (tests/conftest.py); the broker
+# also gets as high a limit as the system allows it.
+BROKER_OPEN_FILES = 262_144
+
+
+def _raise_open_files_limit() -> None:
+    """In the broker's child process: as many open files as the system lets it have."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (BROKER_OPEN_FILES, BROKER_OPEN_FILES))
+    except (ValueError, OSError):  # not privileged: the hard limit is the most we may have
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
 
 
 @dataclass
@@ -191,6 +208,7 @@ class Cluster:
             node.process = subprocess.Popen(
                 self._java(node, "kafka.Kafka", str(node.config_path)),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_raise_open_files_limit,
             )
             node.pid = node.process.pid
         self.wait_ready(timeout)
