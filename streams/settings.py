@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     analytics_retention_s: float = Field(7 * 24 * 3600, gt=0)
     # Anomaly detection on those windows: EWMA mean and variance with this smoothing factor,
     # a z-score threshold, and no verdict until `warmup` windows have been seen.
-    analytics_alpha: float = Field(0.2, gt=0, le=1)
+    analytics_alpha: float = Field(0.1, gt=0, le=1)
     analytics_z: float = Field(4.0, gt=0)
     analytics_warmup_windows: int = Field(10, ge=1)
     # Fewer events than this in a window are too few to call anything about it.
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     guard_enabled: bool = True
     guard_disabled_tenants: tuple[str, ...] = ()
     guard_window_s: float = Field(10.0, ge=0.1)
-    guard_alpha: float = Field(0.2, gt=0, le=1)
+    guard_alpha: float = Field(0.1, gt=0, le=1)
     guard_z: float = Field(6.0, gt=0)
     guard_min_rate_per_s: float = Field(20.0, gt=0)
     guard_warmup_windows: int = Field(6, ge=1)
