@@ -51,7 +51,7 @@ def split_row_key(key: str) -> tuple[str, str]:
 
 def failure_class(status: Mapping[str, Any]) -> str:
     """A short, low-cardinality name for why a status is a failure (`webhook_503`)."""
-    name = status["status"]
+    name = str(status["status"])
     reason = (status.get("reason") or "").lower()
     if name == "retrying":
         if status.get("status_code") is not None:
