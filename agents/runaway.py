@@ -30,6 +30,7 @@ from agents.context import Pipeline
 from agents.guard import Decision, GuardConfig, GuardState
 from streams import hold
 from streams.app import raw_topic
+from streams.errors import TidingsError
 from streams.requests import now_ms
 
 log = logging.getLogger("tidings.guard")
@@ -147,7 +148,7 @@ class RunawayGuard:
         try:
             released = await asyncio.to_thread(hold.release, self.settings, tenant, by="auto",
                                                partitions=[partition])
-        except hold.HoldError as exc:
+        except TidingsError as exc:
             log.error("releasing %s's held requests on partition %s: %s; "
                       "release them with `tidings hold release --tenant %s`",
                       tenant, partition, exc, tenant)

@@ -5,6 +5,8 @@
     tidings topics create|list     the topics declared in streams/topics.py
     tidings watch                  print delivery statuses as they happen
     tidings secret                 a new Standard Webhooks signing secret
+    tidings insights               delivery rates, latency, failures and anomalies per tenant
+    tidings hold list|release      requests the runaway guard held
 """
 
 from __future__ import annotations
@@ -195,6 +197,11 @@ def secret() -> None:
     """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
+
+from streams.cli_analytics import hold_group, insights  # noqa: E402
+
+main.add_command(insights)
+main.add_command(hold_group)
 
 if __name__ == "__main__":
     main()

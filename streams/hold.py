@@ -19,8 +19,7 @@ in a thread), so it uses confluent-kafka's blocking client.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +28,14 @@ import orjson
 from streams.errors import TidingsError
 from streams.requests import now_ms
 from streams.settings import Settings
+from streams.topic_reader import read_to_end
 
 RELEASED_HEADER = "tidings-released"
 RELEASED_BY = ("operator", "auto")
 
 
 class HoldError(TidingsError):
-    """The hold topic or its release record could not be read or written."""
+    """Held requests could not be re-published, or their release not recorded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,55 +53,6 @@ def tenant_of(key: bytes | None) -> str:
     return (key or b"").decode(errors="replace").partition("/")[0]
 
 
-def _consumer(settings: Settings) -> Any:
-    from confluent_kafka import Consumer
-
-    return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"tidings-hold-{secrets.token_hex(4)}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "log_level": 4,
-    })
-
-
-def _read(settings: Settings, topic: str, starts: dict[int, int], timeout_s: float = 30.0
-          ) -> Iterator[Any]:
-    """Every record of `topic` from the given offset of each partition up to its end now."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    consumer = _consumer(settings)
-    try:
-        ends = {}
-        for partition, start in starts.items():
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
-            if high > max(start, low):
-                ends[partition] = high
-        if not ends:
-            return
-        consumer.assign([TopicPartition(topic, p, max(starts[p], 0)) for p in ends])
-        done: set[int] = set()
-        while len(done) < len(ends):
-            batch = consumer.consume(num_messages=500, timeout=timeout_s)
-            if not batch:
-                raise HoldError(f"reading {topic}: no records within {timeout_s}s")
-            for message in batch:
-                if message.error():
-                    raise HoldError(f"reading {topic}: {message.error().str()}")
-                partition, offset = message.partition(), message.offset()
-                if partition in done:
-                    continue
-                if offset >= ends[partition] - 1:
-                    done.add(partition)
-                if offset < ends[partition]:
-                    yield message
-    except KafkaException as exc:
-        raise HoldError(f"reading {topic}: {exc}") from exc
-    finally:
-        consumer.close()
-
-
 def _partitions(settings: Settings) -> range:
     return range(settings.partitions)
 
@@ -109,7 +60,7 @@ def _partitions(settings: Settings) -> range:
 def released_offsets(settings: Settings) -> dict[tuple[str, int], int]:
     """(tenant, hold partition) → the first offset not released yet."""
     offsets: dict[tuple[str, int], int] = {}
-    for message in _read(settings, settings.topic("hold-releases"),
+    for message in read_to_end(settings, settings.topic("hold-releases"),
                          dict.fromkeys(_partitions(settings), 0)):
         tenant, _, partition = (message.key() or b"").decode().rpartition("/")
         if message.value() is None:
@@ -131,7 +82,7 @@ def held(settings: Settings, tenant_id: str | None = None,
         else:  # from the oldest unreleased record of any tenant
             starts[p] = 0 if not tenants else min(marks[(t, p)] for t in tenants)
     found = []
-    for message in _read(settings, settings.topic("hold"), starts):
+    for message in read_to_end(settings, settings.topic("hold"), starts):
         tenant = tenant_of(message.key())
         p, offset = message.partition(), message.offset()
         if tenant_id is not None and tenant != tenant_id:
