@@ -43,13 +43,11 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     size_s = int(settings.analytics_window_s)
     windows = app.Table(
         ANALYTICS_WINDOWS_TABLE, default=None, partitions=settings.partitions,
-        key_serializer="json", value_serializer="json",
     ).tumbling(size_s, expires=timedelta(seconds=settings.analytics_retention_s)
                ).relative_to_stream()
     window = windows.table.window
     assert window is not None  # set by .tumbling()
-    detectors = app.Table("analytics-detectors", default=None, partitions=settings.partitions,
-                          value_serializer="json")
+    detectors = app.Table("analytics-detectors", default=None, partitions=settings.partitions)
     config = SeriesConfig(
         window_ms=size_s * 1000, alpha=settings.analytics_alpha, z=settings.analytics_z,
         warmup=settings.analytics_warmup_windows, min_count=settings.analytics_min_count,
@@ -85,14 +83,15 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
                 if series is None:
                     series = tenants[tenant] = TenantSeries.from_dict(
                         tenant, config, detectors.get(tenant))
-                window_ms = int(window.current(event.message.timestamp)[0]) * 1000
+                current = window.current(event.message.timestamp)
+                window_ms = int(current[0]) * 1000
                 before = series.open_window_ms
                 findings = series.close_until(window_ms, lookup)
                 added = ws.contribution(status)
                 changed = series.saw(status["channel"]) if added else False
                 if added is not None:
                     row = ws.row_key(tenant, status["channel"])
-                    windows[row] = ws.merge(windows[row].current(), added)
+                    windows[row] = ws.merge(windows.table.get((row, current)), added)
                 if changed or series.open_window_ms != before:
                     detectors[tenant] = series.to_dict()
                 for finding in findings:

@@ -72,6 +72,7 @@ class GuardState:
     held_since_ms: int = 0
     calm_windows: int = 0  # closed windows under the bound while holding
     last_count: int = 0  # the count of the last closed window
+    peak: int = 0  # the highest count of a window while holding
 
     @classmethod
     def new(cls, config: GuardConfig) -> GuardState:
@@ -108,9 +109,11 @@ class GuardState:
         self.roll(now_ms)
         self.count += 1
         if self.holding:
+            self.peak = max(self.peak, self.count)
             return Decision.HOLD
         if self.count > self.bound():
             self.holding, self.held_since_ms, self.calm_windows = True, now_ms, 0
+            self.peak = self.count
             return Decision.TRIP
         return Decision.ALLOW
 
@@ -124,13 +127,13 @@ class GuardState:
         """Stop holding. `accept_level`: an operator judged the traffic legitimate, so its
         current rate becomes the baseline rather than tripping the guard again at once."""
         if accept_level:
-            self.detector.accept_level(float(max(self.count, self.last_count)))
+            self.detector.accept_level(float(max(self.peak, self.count)))
         self.holding, self.calm_windows = False, 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"w": self.window_ms, "c": self.count, "h": self.holding,
                 "hs": self.held_since_ms, "cw": self.calm_windows, "lc": self.last_count,
-                "d": self.detector.to_dict()}
+                "p": self.peak, "d": self.detector.to_dict()}
 
     @classmethod
     def from_dict(cls, config: GuardConfig, state: dict[str, Any] | None) -> GuardState:
@@ -138,4 +141,4 @@ class GuardState:
             return cls.new(config)
         return cls(config, EwmaDetector.from_dict(config.detector, state["d"]), int(state["w"]),
                    int(state["c"]), bool(state["h"]), int(state["hs"]), int(state["cw"]),
-                   int(state["lc"]))
+                   int(state["lc"]), int(state.get("p", 0)))

@@ -48,8 +48,7 @@ class RunawayGuard:
         )
         self.enabled = settings.guard_enabled
         self.exempt = frozenset(settings.guard_disabled_tenants)
-        self.table = app.Table("guard", default=None, partitions=settings.partitions,
-                               value_serializer="json")
+        self.table = app.Table("guard", default=None, partitions=settings.partitions)
         self.hold = raw_topic(app, settings.topic("hold"))
         self.alerts = Alerts(app, settings)
         self.states: dict[tuple[str, int], GuardState] = {}
@@ -114,6 +113,8 @@ class RunawayGuard:
                **details: str) -> dict[str, Any]:
         detector = state.detector
         observed = float(state.count if action == "hold" else state.last_count)
+        if details.get("released_by") == "operator":
+            observed = float(state.peak)  # the rate the operator accepted as normal
         return anomaly_record(
             tenant_id=tenant, kind=kind, series="guard:sent", observed=observed,
             expected=detector.mean, score=detector.score(observed), threshold=self.config.z,

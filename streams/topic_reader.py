@@ -4,6 +4,7 @@ at what happened (`tidings hold`, `tidings insights`), outside the worker."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -61,9 +62,13 @@ def read_to_end(settings: Settings, topic: str, starts: dict[int, int],
             return
         consumer.assign([TopicPartition(topic, p, max(starts[p], 0)) for p in ends])
         done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
         while len(done) < len(ends):
-            batch = consumer.consume(num_messages=500, timeout=timeout_s)
-            if not batch:
+            # consume() waits for the whole batch or the timeout: short polls, one deadline.
+            batch = consumer.consume(num_messages=500, timeout=0.2)
+            if batch:
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
                 raise TopicReadError(f"reading {topic}: no records within {timeout_s}s")
             for message in batch:
                 if message.error():
