@@ -30,6 +30,7 @@ CALM = 10
 # 10/s over 4 partitions (3 per window per partition). The flood's baseline is one request,
 # so the guard trips at its 7th request in a window (mean + 6σ with σ ≥ 1).
 GUARD = {
+    "TIDINGS_GUARD_ENABLED": "true",
     "TIDINGS_GUARD_WINDOW_S": "1",
     "TIDINGS_GUARD_WARMUP_WINDOWS": "3",
     "TIDINGS_GUARD_Z": "6",
