@@ -3,7 +3,8 @@
 An anomaly is an `Anomaly` record on `<prefix>.anomalies`, keyed by tenant, and a count in
 the Prometheus default registry (served on /metrics with the worker's other metrics). The
 guard also keeps a gauge of the partitions that hold each tenant, which an alert rule can
-watch: `sum by (tenant) (tidings_guard_holding_partitions) > 0`.
+watch: `sum by (tenant_id) (notification_guard_holding_partitions) > 0`
+(deploy/prometheus/analytics.rules.yml).
 """
 
 from __future__ import annotations
@@ -21,19 +22,28 @@ from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import Settings
 
+# Names and labels follow the worker's other instruments (`notification_*`, `tenant_id`). The
+# tenant label stays bounded without a cap: only tenants with an anomaly get a series.
 ANOMALIES = Counter(
-    "tidings_anomalies", "Anomalies detected in tenants' traffic, by kind.", ["tenant", "kind"]
+    "notification_anomalies_total",
+    "Anomalies detected in tenants' traffic, by tenant and kind (send_rate_spike, "
+    "delivery_rate_drop, failure_surge, runaway_hold, runaway_release).",
+    ["tenant_id", "kind"],
 )
 GUARD_HOLDING = Gauge(
-    "tidings_guard_holding_partitions",
+    "notification_guard_holding_partitions",
     "Partitions on this worker whose runaway guard holds the tenant's new requests.",
-    ["tenant"],
+    ["tenant_id"],
 )
 GUARD_HELD = Counter(
-    "tidings_guard_held", "Requests the runaway guard held.", ["tenant"]
+    "notification_guard_held_total", "Requests the runaway guard held, by tenant.",
+    ["tenant_id"],
 )
 GUARD_RELEASED = Counter(
-    "tidings_guard_released", "Held requests released, by who released them.", ["tenant", "by"]
+    "notification_guard_released_total",
+    "Held requests that came back through intake, by tenant and who released them "
+    "(operator, auto).",
+    ["tenant_id", "by"],
 )
 
 

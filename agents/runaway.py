@@ -6,7 +6,7 @@ those states (in memory, written to the `guard` table when a window closes or th
 changes), and acts:
 
     trip     hold the request, raise the alert: a `runaway_hold` anomaly event and the
-             `tidings_guard_holding_partitions` gauge
+             `notification_guard_holding_partitions` gauge
     hold     write the request to `<prefix>.hold` (the same partition number), status `held`
     release  a timer checks the holding states; once a tenant's rate has been back under the
              bound for `guard_clear_windows` windows, its held requests on that partition are
