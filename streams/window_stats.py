@@ -17,9 +17,9 @@ rate_limited, a request that failed validation) go to the row `tenant/*`. What c
     dead_lettered  a request or delivery that ended in the dead-letter topic
     failures       the causes of the above and of suppressions and rate limiting, by class
 
-Latency is a histogram with buckets a quarter of a power of two wide (±9 %), like HDR
-histograms' log buckets: small enough to keep one per window, mergeable across windows and
-rows, and percentiles read from it are within a bucket of the truth.
+Latency is a histogram with buckets a quarter of a power of two wide, like HDR histograms' log
+buckets: small enough to keep one per window, mergeable across windows and rows. A
+percentile is read as its bucket's upper bound, so it is at most 19 % (2^¼) above the truth.
 """
 
 from __future__ import annotations
