@@ -12,7 +12,8 @@ before it are closed: `TenantSeries.close_until` reads each one's rows back thro
 A delivery rate is only judged in windows with at least `min_count` outcomes, and a count
 must also move by `min_count` to be an anomaly: a handful of events is not a trend. Windows
 in which the tenant sent nothing count as zeros (up to a limit: after that many empty
-windows the baseline has forgotten the past anyway).
+windows the baseline has forgotten the past anyway), and so do the windows before a failure
+class first appeared.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ class TenantSeries:
         detector = self.detectors.get(series)
         if detector is None:
             detector = self.detectors[series] = EwmaDetector(self.config.detector(series))
+            sent = self.detectors.get("sent")
+            if series.startswith("failures:") and sent is not None:
+                # A cause never seen before counted 0 in every window watched so far: its
+                # first surge is judged against that, not lost in a warm-up.
+                detector.seen = sent.seen - 1
         verdict = detector.observe(value)
         return [Finding(kind, series, channel, start, verdict)] if verdict.onset else []
 

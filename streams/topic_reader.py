@@ -36,7 +36,7 @@ def offsets_at(settings: Settings, topic: str, partitions: Iterable[int], at_ms:
     consumer = _consumer(settings)
     try:
         found = consumer.offsets_for_times(
-            [TopicPartition(topic, p, at_ms) for p in partitions], timeout=timeout_s)
+            [TopicPartition(topic, p, max(0, at_ms)) for p in partitions], timeout=timeout_s)
     except KafkaException as exc:
         raise TopicReadError(f"looking up offsets of {topic}: {exc}") from exc
     finally:

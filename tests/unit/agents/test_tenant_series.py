@@ -93,3 +93,15 @@ def test_state_survives_a_round_trip_through_a_table() -> None:
     steady(windows, series, 12, random.Random(3))
     restored = TenantSeries.from_dict("acme", CONFIG, series.to_dict())
     assert restored == series
+
+
+def test_a_failure_class_never_seen_before_is_flagged_on_its_first_surge() -> None:
+    windows, series = Windows(), TenantSeries("acme", CONFIG)
+    for w in range(10):
+        windows.add(w, None, sent=100)
+        series.close_until(w * W, windows.lookup)
+    windows.add(10, None, sent=100)
+    windows.add(10, "webhook", failed=12, failures={"webhook_500": 12})
+    series.saw("webhook")
+    findings = series.close_until(12 * W, windows.lookup)
+    assert [(f.kind, f.series) for f in findings] == [("failure_surge", "failures:webhook_500")]
