@@ -37,7 +37,7 @@ def request(receiver: WebhookReceiver, n: int) -> dict[str, Any]:
 async def send_for(env: Any, receiver: WebhookReceiver, seconds: int, first: int) -> int:
     """PER_SECOND requests at the start of each of `seconds` seconds; the next number."""
     with Publisher(env.settings()) as publisher:
-        for second in range(seconds):
+        for _ in range(seconds):
             started = time.monotonic()
             for n in range(first, first + PER_SECOND):
                 publisher.send(request(receiver, n))
