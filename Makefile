@@ -67,3 +67,7 @@ bench-smoke: kafka-fetch ## a few-second run of the same harness
 
 bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
 	$(PY) tests/bench/channels.py
+
+.PHONY: bench-analytics
+bench-analytics: $(STAMP) ## the analytics stage's statuses/s and the runaway guard's cost per request
+	$(PY) tests/bench/analytics.py
