@@ -53,6 +53,8 @@ class RunawayGuard:
         self.alerts = Alerts(app, settings)
         self.states: dict[tuple[str, int], GuardState] = {}
         self.releasing: set[asyncio.Task[None]] = set()
+        # States the timer changed, to be written with the next request of their partition.
+        self.unsaved: set[tuple[str, int]] = set()
         if self.enabled:
             app.on_partitions_revoked.connect(self._forget)
             app.timer(interval=max(self.config.window_ms / 2000, 0.2),
@@ -63,6 +65,7 @@ class RunawayGuard:
             if state.holding:
                 GUARD_HOLDING.labels(tenant).dec()
         self.states.clear()
+        self.unsaved.clear()
 
     def _state(self, tenant: str, partition: int) -> GuardState:
         state = self.states.get((tenant, partition))
@@ -83,6 +86,9 @@ class RunawayGuard:
         released_by = (event.headers or {}).get(hold.RELEASED_HEADER)
         if released_by is not None:
             GUARD_RELEASED.labels(tenant, released_by.decode(errors="replace")).inc()
+            if (tenant, partition) in self.unsaved:
+                self.unsaved.discard((tenant, partition))
+                self.table[tenant] = state.to_dict()
             if released_by == b"operator" and state.holding:
                 state.release(accept_level=True)
                 self.table[tenant] = state.to_dict()
@@ -94,7 +100,8 @@ class RunawayGuard:
         rolled_before = state.window_ms
         decision = state.on_request(now)
         if decision is Decision.ALLOW:
-            if state.window_ms != rolled_before:
+            if state.window_ms != rolled_before or (tenant, partition) in self.unsaved:
+                self.unsaved.discard((tenant, partition))
                 self.table[tenant] = state.to_dict()
             return False
         self.table[tenant] = state.to_dict()
@@ -135,6 +142,7 @@ class RunawayGuard:
                 # In memory first, so no request is held after the release has read the hold
                 # topic; the table follows with the tenant's next request on this partition.
                 state.release(accept_level=False)
+                self.unsaved.add((tenant, partition))
                 GUARD_HOLDING.labels(tenant).dec()
                 await self._released(tenant, partition, state, "auto")
                 self._sweep(tenant, partition)

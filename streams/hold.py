@@ -74,13 +74,9 @@ def held(settings: Settings, tenant_id: str | None = None,
     """The requests held and not released yet (of one tenant, or of all)."""
     marks = released_offsets(settings)
     wanted = list(partitions) if partitions is not None else list(_partitions(settings))
-    starts = {}
-    for p in wanted:
-        tenants = [t for (t, q) in marks if q == p]
-        if tenant_id is not None:
-            starts[p] = marks.get((tenant_id, p), 0)
-        else:  # from the oldest unreleased record of any tenant
-            starts[p] = 0 if not tenants else min(marks[(t, p)] for t in tenants)
+    # One tenant's from its release mark; every tenant's from the start (a tenant without a
+    # mark on a partition has nothing released there).
+    starts = {p: marks.get((tenant_id, p), 0) if tenant_id is not None else 0 for p in wanted}
     found = []
     for message in read_to_end(settings, settings.topic("hold"), starts):
         tenant = tenant_of(message.key())
