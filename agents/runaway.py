@@ -85,7 +85,9 @@ class RunawayGuard:
         state = self._state(tenant, partition)
         released_by = (event.headers or {}).get(hold.RELEASED_HEADER)
         if released_by is not None:
-            GUARD_RELEASED.labels(tenant, released_by.decode(errors="replace")).inc()
+            # The header is only ours to set, but a label takes no arbitrary bytes.
+            GUARD_RELEASED.labels(tenant, "operator" if released_by == b"operator" else "auto"
+                                  ).inc()
             if (tenant, partition) in self.unsaved:
                 self.unsaved.discard((tenant, partition))
                 self.table[tenant] = state.to_dict()
@@ -99,12 +101,14 @@ class RunawayGuard:
         now = now_ms()
         rolled_before = state.window_ms
         decision = state.on_request(now)
+        # Written when a window closes or the state turns, not for every request: a lost
+        # partial count costs nothing, a changelog record per request would.
+        if (decision is Decision.TRIP or state.window_ms != rolled_before
+                or (tenant, partition) in self.unsaved):
+            self.unsaved.discard((tenant, partition))
+            self.table[tenant] = state.to_dict()
         if decision is Decision.ALLOW:
-            if state.window_ms != rolled_before or (tenant, partition) in self.unsaved:
-                self.unsaved.discard((tenant, partition))
-                self.table[tenant] = state.to_dict()
             return False
-        self.table[tenant] = state.to_dict()
         await self.hold.send(key=event.key, value=event.value, partition=partition)
         GUARD_HELD.labels(tenant).inc()
         await self.pipeline.emit_status(
