@@ -71,7 +71,8 @@ def released_offsets(settings: Settings) -> dict[tuple[str, int], int]:
 
 def held(settings: Settings, tenant_id: str | None = None,
          partitions: Iterable[int] | None = None) -> list[HeldRequest]:
-    """The requests held and not released yet (of one tenant, or of all)."""
+    """The requests held and not released yet (of one tenant, or of all), by partition and
+    offset."""
     marks = released_offsets(settings)
     wanted = list(partitions) if partitions is not None else list(_partitions(settings))
     # One tenant's from its release mark; every tenant's from the start (a tenant without a
@@ -87,7 +88,7 @@ def held(settings: Settings, tenant_id: str | None = None,
             continue
         found.append(HeldRequest(tenant, p, offset, message.key() or b"", message.value() or b"",
                                  message.timestamp()[1]))
-    return found
+    return sorted(found, key=lambda h: (h.partition, h.offset))
 
 
 def release(settings: Settings, tenant_id: str, *, by: str = "operator",
