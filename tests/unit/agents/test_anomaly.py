@@ -53,20 +53,23 @@ def steady_series(rng: random.Random) -> dict[str, tuple[DetectorConfig, list[fl
     return series
 
 
-def test_steady_noisy_traffic_stays_quiet() -> None:
+def test_steady_noisy_traffic_stays_quiet(capsys: pytest.CaptureFixture[str]) -> None:
     rng = random.Random(20261201)
     flagged = total = 0
-    print()
+    lines = []
     for name, (config, values) in steady_series(rng).items():
         hits = sum(run(config, values))
         flagged, total = flagged + hits, total + len(values)
-        print(f"  steady {name:22} {hits:3} false positives in {len(values)} windows")
+        lines.append(f"  steady {name:22} {hits:3} false positives in {len(values)} windows")
     rate = flagged / total
-    print(f"  false-positive rate on steady traffic: {rate:.4%} ({flagged}/{total} windows)")
+    lines.append(f"  false-positive rate on steady traffic: {rate:.4%} ({flagged}/{total} windows)")
+    with capsys.disabled():  # the figure belongs in the test output, passed or not
+        print("\n" + "\n".join(lines))
     assert rate < 0.002
 
 
-def test_injected_spikes_are_flagged_and_reported_with_the_false_positive_rate() -> None:
+def test_injected_spikes_are_flagged_and_reported_with_the_false_positive_rate(
+        capsys: pytest.CaptureFixture[str]) -> None:
     rng = random.Random(7)
     lam, length = 50, 3000
     values = [float(poisson(rng, lam)) for _ in range(length)]
@@ -76,9 +79,10 @@ def test_injected_spikes_are_flagged_and_reported_with_the_false_positive_rate()
     verdicts = run(COUNTS, values)
     found = {i for i, anomalous in enumerate(verdicts) if anomalous}
     false_positives = found - spikes
-    print(f"\n  spikes: {len(found & spikes)}/{len(spikes)} found, "
-          f"{len(false_positives)} false positives in {length - len(spikes)} normal windows "
-          f"({len(false_positives) / (length - len(spikes)):.4%})")
+    with capsys.disabled():
+        print(f"\n  spikes: {len(found & spikes)}/{len(spikes)} found, "
+              f"{len(false_positives)} false positives in {length - len(spikes)} normal "
+              f"windows ({len(false_positives) / (length - len(spikes)):.4%})")
     assert found & spikes == spikes
     assert len(false_positives) / (length - len(spikes)) < 0.002
 
