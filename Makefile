@@ -85,3 +85,6 @@ kubeconform: ## build kubeconform into .cache/bin with `go install` (needs Go)
 
 deploy-check: $(STAMP) kubeconform ## validate deploy/: Kubernetes manifests, Dockerfile, compose.yaml (offline)
 	$(PY) deploy/validate.py
+.PHONY: bench-analytics
+bench-analytics: $(STAMP) ## the analytics stage's statuses/s and the runaway guard's cost per request
+	$(PY) tests/bench/analytics.py

@@ -8,6 +8,7 @@ from agents.context import Pipeline
 from agents.dedup import DedupWindow
 from agents.dispatch import Dispatcher
 from agents.route import fan_out
+from agents.runaway import RunawayGuard
 from streams.requests import now_ms, validate_request
 from streams.tracing import annotate, child_span
 
@@ -22,6 +23,7 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
     settings = pipeline.settings
     window = DedupWindow(int(settings.dedup_window_s * 1000))
     seen = app.Table("dedup", default=None, partitions=settings.partitions)
+    runaway = RunawayGuard(app, pipeline)
 
     @app.agent(pipeline.requests, name="tidings.intake")
     async def intake(stream: faust.StreamT[bytes]) -> None:
@@ -39,6 +41,8 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
                     )
                     continue
                 seen[key] = window.remember(seen.get(key), request["notification_id"], now)
+                if await runaway.check(event, request):  # held: a tenant's runaway flood
+                    continue
                 await pipeline.emit_status(request, "accepted")
                 if dispatcher is not None and len(request["recipients"]) == 1:
                     with child_span("rate_limit"):

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from agents import deliver, dispatch, health, intake
+from agents import analytics, deliver, dispatch, health, intake
 from agents.context import Pipeline
 from agents.retry import DelayLine
 from streams.app import create_app
@@ -30,6 +30,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
         deliver.register(app, pipeline)
     if "delay_line" in settings.stages:
         _register_delay_line(app, settings)
+    if "analytics" in settings.stages:
+        analytics.register(app, pipeline)
     return app
 
 

@@ -12,6 +12,8 @@
     tidings quarantine list|release  notifications held back as spam
     tidings api                    serve the HTTP API
     tidings api-keys create|list|revoke   tenants' API keys (hashed at rest)
+    tidings insights               delivery rates, latency, failures and anomalies per tenant
+    tidings hold list|release      requests the runaway guard held
 """
 
 from __future__ import annotations
@@ -233,6 +235,10 @@ from streams.api.cli import api, api_keys  # noqa: E402 - HTTP API commands
 main.add_command(api)
 main.add_command(api_keys)
 
+from streams.cli_analytics import hold_group, insights  # noqa: E402
+
+main.add_command(insights)
+main.add_command(hold_group)
 
 if __name__ == "__main__":
     main()

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     enabled_channels: tuple[str, ...] = ("webhook",)
     # Which stages this worker runs. All by default; a deployment may run delivery workers
     # apart from routing workers (same app id, different stage sets).
-    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line"], ...] = (
-        "intake", "dispatch", "deliver", "delay_line",
+    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line", "analytics"], ...] = (
+        "intake", "dispatch", "deliver", "delay_line", "analytics",
     )
     delivery_concurrency: int = Field(64, ge=1)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
@@ -188,6 +188,31 @@ class Settings(BaseSettings):
     api_publish_timeout_s: float = Field(10.0, gt=0)
     # How long an Idempotency-Key is honoured; the pipeline's dedup window by default.
     api_idempotency_window_s: float | None = Field(None, gt=0)
+    # Analytics and the runaway guard (agents/analytics.py, agents/runaway.py).
+    # Windowed statistics per tenant and channel, in tumbling windows of this size; the
+    # windows' changelog (what `tidings insights` reads) keeps them this long.
+    analytics_window_s: float = Field(60.0, ge=1)
+    analytics_retention_s: float = Field(7 * 24 * 3600, gt=0)
+    # Anomaly detection on those windows: EWMA mean and variance with this smoothing factor,
+    # a z-score threshold, and no verdict until `warmup` windows have been seen.
+    analytics_alpha: float = Field(0.1, gt=0, le=1)
+    analytics_z: float = Field(4.0, gt=0)
+    analytics_warmup_windows: int = Field(10, ge=1)
+    # Fewer events than this in a window are too few to call anything about it.
+    analytics_min_count: int = Field(10, ge=1)
+    # The runaway guard in intake: a tenant whose accepted requests per window (on one
+    # partition) are `guard_z` deviations above its baseline, and whose estimated rate across
+    # every partition is at least `guard_min_rate_per_s`, has its new requests held.
+    guard_enabled: bool = True
+    guard_disabled_tenants: tuple[str, ...] = ()
+    guard_window_s: float = Field(10.0, ge=0.1)
+    guard_alpha: float = Field(0.1, gt=0, le=1)
+    guard_z: float = Field(6.0, gt=0)
+    guard_min_rate_per_s: float = Field(20.0, gt=0)
+    guard_warmup_windows: int = Field(6, ge=1)
+    # Held requests are released automatically after this many windows back under the bound;
+    # 0 leaves every release to an operator (`tidings hold release`).
+    guard_clear_windows: int = Field(3, ge=0)
 
     @field_validator("enabled_channels")
     @classmethod

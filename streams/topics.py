@@ -23,9 +23,14 @@ class TopicSpec:
     replication_factor: int
     compacted: bool = False
     retention_ms: int | None = None
+    expires: bool = False  # with `compacted`: delete records past `retention_ms` as well
 
     def config(self) -> dict[str, str]:
         config = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.compacted and self.expires:
+            # Compacted, and segments older than the retention dropped too: a windowed table's
+            # changelog, whose keys (one per window) are never written again once it closes.
+            config["cleanup.policy"] = "compact,delete"
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
         if self.replication_factor >= 3:
@@ -58,6 +63,11 @@ def channel_topic(settings: Settings, channel: str) -> str:
 # worker starts: a worker that meets a table write before its consumer has seen the
 # changelog topic fails the write (Faust's PartitionsMismatch) and dead-letters the event.
 TABLES = ("dedup", "rate-limits", "delivered", "suppressed")
+# Analytics and the runaway guard (agents/analytics.py, agents/runaway.py): the windowed
+# statistics (their changelog is what `tidings insights` reads, kept for
+# `analytics_retention_s`), the detectors' state per tenant, and the guard's per partition.
+ANALYTICS_WINDOWS_TABLE = "analytics-windows"
+ANALYTICS_TABLES = ("analytics-detectors", "guard")
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -87,7 +97,26 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # Quarantined notifications (agents/enrichment/quarantine.py), keyed by notification and
     # recipient; compacted, so a release's tombstone removes one for good.
     specs.append(TopicSpec(settings.topic("quarantine"), n, rf, compacted=True))
+    specs += analytics_topic_specs(settings)
     return specs
+
+
+def analytics_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Anomaly events (keyed by tenant); statuses re-keyed by tenant for the analytics stage;
+    requests the runaway guard holds (keyed like requests, so hold partition p holds what
+    requests partition p saw) and the compacted record of what was released from them."""
+    n, rf = settings.partitions, settings.replication_factor
+    retention_ms = int(settings.analytics_retention_s * 1000)
+    return [
+        TopicSpec(settings.topic("anomalies"), n, rf, retention_ms=30 * DAY_MS),
+        TopicSpec(settings.topic("analytics"), n, rf, retention_ms=DAY_MS),
+        TopicSpec(settings.topic("hold"), n, rf, retention_ms=30 * DAY_MS),
+        TopicSpec(settings.topic("hold-releases"), n, rf, compacted=True),
+        TopicSpec(changelog_topic(settings, ANALYTICS_WINDOWS_TABLE), n, rf, compacted=True,
+                  retention_ms=retention_ms, expires=True),
+        *(TopicSpec(changelog_topic(settings, t), n, rf, compacted=True)
+          for t in ANALYTICS_TABLES),
+    ]
 
 
 class TopicAdminError(TidingsError):

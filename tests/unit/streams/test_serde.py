@@ -120,7 +120,27 @@ def idempotency_record(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+def anomaly(**overrides: Any) -> dict[str, Any]:
+    return {
+        "anomaly_id": "anm_00112233445566ff",
+        "tenant_id": "acme",
+        "channel": None,
+        "kind": "runaway_hold",
+        "series": "guard:sent",
+        "observed": 240.0,
+        "expected": 11.5,
+        "score": 67.4,
+        "threshold": 6.0,
+        "window_start": CREATED_AT,
+        "window_end": CREATED_AT + 10_000,
+        "detected_at": CREATED_AT + 4_200,
+        "action": "hold",
+        "details": {"partition": "3"},
+    } | overrides
+
+
 SAMPLES = {
+    "Anomaly": anomaly,
     "Recipient": recipient,
     "NotificationRequest": notification_request,
     "ChannelMessage": channel_message,
@@ -129,7 +149,7 @@ SAMPLES = {
     "IdempotencyRecord": idempotency_record,
 }
 TIMESTAMP_FIELDS = {"created_at", "send_at", "not_before", "occurred_at", "failed_at",
-                    "accepted_at"}
+                    "accepted_at", "window_start", "window_end", "detected_at"}
 
 
 @pytest.fixture

@@ -36,6 +36,13 @@ def test_default_topic_names() -> None:
         "tidings.retry.webhook.5m",
         "tidings.retry.webhook.30m",
         "tidings.quarantine",
+        "tidings.anomalies",
+        "tidings.analytics",
+        "tidings.hold",
+        "tidings.hold-releases",
+        "tidings-analytics-windows-changelog",
+        "tidings-analytics-detectors-changelog",
+        "tidings-guard-changelog",
     ]
 
 
@@ -62,6 +69,13 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.retry.email.2m",
         "t1.retry.email.2h",
         "t1.quarantine",
+        "t1.anomalies",
+        "t1.analytics",
+        "t1.hold",
+        "t1.hold-releases",
+        "tidings-analytics-windows-changelog",
+        "tidings-analytics-detectors-changelog",
+        "tidings-guard-changelog",
     ]
 
 
@@ -167,6 +181,15 @@ def test_only_table_changelogs_are_compacted_and_names_are_unique() -> None:
     specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
     assert {spec.name for spec in specs if spec.compacted} == {
         "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
-        "w1-suppressed-changelog", "tidings.quarantine",
+        "w1-suppressed-changelog", "tidings.quarantine", "w1-analytics-windows-changelog",
+        "w1-analytics-detectors-changelog", "w1-guard-changelog", "tidings.hold-releases",
     }
     assert len({spec.name for spec in specs}) == len(specs)
+
+
+def test_the_windowed_tables_changelog_is_compacted_and_expires() -> None:
+    specs = {spec.name: spec for spec in topic_specs(load_settings(analytics_retention_s=3600))}
+    config = specs["tidings-analytics-windows-changelog"].config()
+    assert config["cleanup.policy"] == "compact,delete"
+    assert config["retention.ms"] == str(3600 * 1000)
+    assert specs["tidings.hold-releases"].config()["cleanup.policy"] == "compact"
