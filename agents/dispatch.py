@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from agents import preferences
 from agents.context import Pipeline
 from agents.rate_limit import ALLOW, DEFER, Limit, decide
 from agents.route import channel_messages
@@ -42,9 +43,15 @@ class Dispatcher:
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
+        self.preferences = preferences.attach(app, pipeline)
 
     async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
         pipeline, settings, state = self.pipeline, self.settings, self.state
+        # Opt-outs and quiet hours come before the limits: a suppressed or parked message
+        # takes no slot.
+        if (narrowed := await self.preferences.apply(key, request)) is None:
+            return
+        request = narrowed
         now = now_ms()
         due = now
         if request["priority"] != "critical":

@@ -196,5 +196,10 @@ def secret() -> None:
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
 
+from streams import cli_rules  # noqa: E402 - rules, preferences, events (issue 4)
+
+for _command in cli_rules.COMMANDS:
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()

@@ -39,6 +39,9 @@ class Publisher:
                 "acks": "all",
                 "linger.ms": linger_ms,
                 "compression.type": "lz4",
+                # The worker's hash (Kafka's murmur2), so a request lands on the partition of
+                # its user's tables (see streams/keyed.py).
+                "partitioner": "murmur2_random",
             }
         )
         self._errors: list[str] = []

@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     enabled_channels: tuple[str, ...] = ("webhook",)
     # Which stages this worker runs. All by default; a deployment may run delivery workers
     # apart from routing workers (same app id, different stage sets).
-    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line"], ...] = (
-        "intake", "dispatch", "deliver", "delay_line",
+    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line", "rules"], ...] = (
+        "intake", "dispatch", "deliver", "delay_line", "rules",
     )
     delivery_concurrency: int = Field(64, ge=1)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
@@ -135,6 +135,15 @@ class Settings(BaseSettings):
     apns_ttl_s: int = Field(86400, ge=0)
     apns_ca_file: str | None = None
     apns_timeout_s: float = Field(10.0, gt=0)
+
+    # Rules and preferences (issue 4).
+    # Categories users cannot opt out of (account security, password resets, legal notices).
+    preferences_required_categories: tuple[str, ...] = ("security",)
+    # Signs the one-click unsubscribe tokens in List-Unsubscribe URLs (RFC 8058). Without it
+    # emails carry no token and the endpoint refuses every request.
+    unsubscribe_secret: SecretStr | None = None
+    # A token stays valid this long after the email was sent.
+    unsubscribe_token_ttl_s: int = Field(60 * 24 * 3600, ge=60)
 
     @field_validator("enabled_channels")
     @classmethod
