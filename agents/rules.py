@@ -62,7 +62,9 @@ class RulesView:
         try:
             partitions = consumer.partitions_for_topic(self._topic)
             while partitions is None:
-                await consumer.force_metadata_update()
+                # The consumer has no public call to refresh metadata for a topic it is not
+                # subscribed to; its client's is what subscribe() uses.
+                await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(self._topic)
                 if partitions is None:
                     log.warning("waiting for topic %s (run `tidings topics create`)",
@@ -112,7 +114,16 @@ def register(app: faust.App, pipeline: Pipeline) -> RulesView:
 
     @app.task  # type: ignore[untyped-decorator]
     async def rules_view() -> None:
-        await view.run()
+        while True:
+            try:
+                await view.run()
+            except asyncio.CancelledError:
+                raise
+            # A broker error must not leave the worker without rules for good: log, start over
+            # (re-reading the topic from the start rebuilds the same book).
+            except Exception:  # noqa: BLE001
+                log.exception("rules view failed; restarting it")
+                await asyncio.sleep(1.0)
 
     @app.agent(events, name="tidings.rules")
     async def rules(stream: faust.StreamT[bytes]) -> None:
