@@ -47,13 +47,15 @@ class Preferences:
         self.pipeline = pipeline
         settings = pipeline.settings
         self.required = frozenset(settings.preferences_required_categories)
+        # Values are the user's state as a plain dict (JSON in the changelog), so a lookup
+        # decodes nothing of ours; the topic carries the same state as Avro.
         self.table = app.Table("preferences", default=None, partitions=settings.partitions)
         self.topic = raw_topic(app, settings.topic("preferences"))
         self.serde = serde("Preferences")
 
     def lookup(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
         value = self.table.get(f"{tenant_id}/{user_id}")
-        return None if value is None else self.serde.decode(value)
+        return None if value is None else dict(value)
 
     async def update(self, key: bytes | None, value: bytes | None) -> None:
         """One record of the preferences topic (the agent's body)."""
@@ -63,13 +65,12 @@ class Preferences:
             return
         record = self.serde.decode(value)
         stored = self.table.get(name)
-        state = fold(None if stored is None else self.serde.decode(stored), record, now_ms())
+        state = fold(None if stored is None else dict(stored), record, now_ms())
         if state is None:
             return
-        encoded = self.serde.encode(state)
-        self.table[name] = encoded
+        self.table[name] = state
         if record["kind"] == "change":
-            await self.topic.send(key=key, value=encoded)
+            await self.topic.send(key=key, value=self.serde.encode(state))
 
     async def apply(self, key: bytes | None, request: dict[str, Any]) -> dict[str, Any] | None:
         """The request as the user's preferences let it go on, or None when nothing is left
