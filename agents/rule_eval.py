@@ -76,7 +76,7 @@ def activation(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def condition_holds(program: cel.Program, context: dict[str, Any]) -> bool:
+def condition_holds(program: cel.Program, context: cel.Context | dict[str, Any]) -> bool:
     """True or False; `RuleError` for a condition that fails or is not a boolean."""
     try:
         result = program.execute(context)
@@ -196,11 +196,13 @@ class RuleBook:
 
     def evaluate(self, event: Mapping[str, Any], now: int) -> Evaluation:
         outcome = Evaluation()
-        context: dict[str, Any] | None = None
+        context: cel.Context | None = None
         for compiled in self.rules_for(event["tenant_id"], event["event_type"]):
             if not compiled.rule["enabled"]:
                 continue
-            context = context or activation(event)
+            # Converting the event into CEL values is most of the cost of a condition (64 µs
+            # of 65 µs, tests/bench/rules.py): done once per event, shared by its rules.
+            context = context or cel.Context(activation(event))
             outcome.evaluated += 1
             try:
                 if condition_holds(compiled.program, context):
