@@ -28,7 +28,7 @@ from typing import Any
 
 from streams.preferences import parse_wall_time
 
-__all__ = ["PreferenceDecision", "decide", "quiet_until"]
+__all__ = ["PreferenceDecision", "decide", "narrowed", "quiet_until"]
 
 UTC = datetime.UTC
 CATEGORY_OPT_OUT, CHANNEL_OPT_OUT, NOT_PREFERRED = (
@@ -139,3 +139,14 @@ def decide(request: Mapping[str, Any], preferences: Mapping[str, Any] | None, no
         zone = preferences.get("timezone") or recipient.get("timezone")
         decision.defer_until_ms = quiet_until(now_ms, window["start"], window["end"], zone)
     return decision
+
+
+def narrowed(request: Mapping[str, Any], decision: PreferenceDecision) -> dict[str, Any]:
+    """The request as it goes on: the channels left, and the user's locale and time zone in
+    the recipient where the request left them empty (what the renderer reads)."""
+    recipient = request["recipients"][0]
+    return {**request, "channels": decision.channels,
+            "fallback_channels": decision.fallback_channels,
+            "recipients": [{**recipient,
+                            "locale": recipient.get("locale") or decision.locale,
+                            "timezone": recipient.get("timezone") or decision.timezone}]}

@@ -25,7 +25,7 @@ from typing import Any
 import faust
 
 from agents.context import Pipeline
-from agents.preference_policy import PreferenceDecision, decide
+from agents.preference_policy import PreferenceDecision, decide, narrowed
 from agents.route import channel_messages
 from streams.app import raw_topic
 from streams.preferences import fold
@@ -84,11 +84,7 @@ class Preferences:
         await self._suppress(request, decision)
         if not decision.channels:
             return None
-        request = {**request, "channels": decision.channels,
-                   "fallback_channels": decision.fallback_channels,
-                   "recipients": [{**recipient,
-                                   "locale": recipient.get("locale") or decision.locale,
-                                   "timezone": recipient.get("timezone") or decision.timezone}]}
+        request = narrowed(request, decision)
         if decision.defer_until_ms is not None and decision.defer_until_ms > now:
             due = max(decision.defer_until_ms, request.get("send_at") or 0)
             until = datetime.datetime.fromtimestamp(decision.defer_until_ms / 1000,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.preference_policy import decide, quiet_until
+from agents.preference_policy import decide, narrowed, quiet_until
 from streams.preferences import empty_state
 
 REQUIRED = ("security",)
@@ -165,3 +165,17 @@ def test_locale_and_zone_are_offered_for_the_recipient() -> None:
     decision = decide(request(["email"]), prefs(locale="fr-CA", timezone="America/Toronto"),
                       NOON, REQUIRED)
     assert (decision.locale, decision.timezone) == ("fr-CA", "America/Toronto")
+
+
+def test_the_narrowed_request_fills_locale_and_zone_only_where_empty() -> None:
+    preferences = prefs(locale="fr-CA", timezone="America/Toronto", channel_opt_outs=["sms"])
+    empty = request(["email", "sms"])
+    out = narrowed(empty, decide(empty, preferences, NOON, REQUIRED))
+    assert out["channels"] == ["email"] and out["fallback_channels"] == ["webhook"]
+    assert (out["recipients"][0]["locale"], out["recipients"][0]["timezone"]) == (
+        "fr-CA", "America/Toronto")
+    given = request(["email"], locale="en-GB", timezone="Europe/London")
+    out = narrowed(given, decide(given, preferences, NOON, REQUIRED))
+    assert (out["recipients"][0]["locale"], out["recipients"][0]["timezone"]) == (
+        "en-GB", "Europe/London")
+    assert empty["channels"] == ["email", "sms"]  # the input is not changed
