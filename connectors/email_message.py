@@ -137,10 +137,11 @@ class EmailConfig:
     plain http is accepted only for a loopback host."""
     unsubscribe_mailto: str | None = None
     """Optional ``mailto:`` URI added to List-Unsubscribe (RFC 2369 §3.2), same placeholders."""
-    unsubscribe_token: Callable[[Mapping[str, Any]], str] | None = field(default=None,
-                                                                          repr=False)
+    unsubscribe_token: Callable[[Mapping[str, Any]], str | None] | None = field(
+        default=None, repr=False)
     """Makes the ``{token}`` of a message: the signed, expiring one-click unsubscribe token
-    (streams/unsubscribe.py). Required when the URL has a ``{token}`` placeholder."""
+    (streams/unsubscribe.py). Required when the URL has a ``{token}`` placeholder. None for a
+    message nobody may unsubscribe from (a required category): it gets no List-Unsubscribe."""
     max_connections: int = 4
     """SMTP connections kept open for concurrent sends; see ``EmailChannel``."""
     local_hostname: str | None = None
@@ -369,7 +370,10 @@ def _add_unsubscribe(built: EmailMessage, message: Mapping[str, Any], config: Em
         raise InvalidMessage("message has no tenant_id")
     values = {"{delivery_id}": str(message["delivery_id"]), "{tenant_id}": tenant_id}
     if config.unsubscribe_token is not None and "{token}" in config.unsubscribe_url:
-        values["{token}"] = config.unsubscribe_token(message)
+        token = config.unsubscribe_token(message)
+        if token is None:
+            return
+        values["{token}"] = token
     uris = [_substitute(config.unsubscribe_url, values)]
     if config.unsubscribe_mailto:
         uris.append(_substitute(config.unsubscribe_mailto, values))

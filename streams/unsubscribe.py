@@ -1,7 +1,8 @@
 """One-click unsubscribe (RFC 8058): signed, expiring tokens and the HTTP endpoint.
 
 Every email whose category a user may leave carries a token in its List-Unsubscribe URL
-(`TIDINGS_EMAIL_UNSUBSCRIBE_URL` with a `{token}` placeholder). The token is an itsdangerous
+(`TIDINGS_EMAIL_UNSUBSCRIBE_URL` with a `{token}` placeholder); an email of a required category
+(security) carries no List-Unsubscribe at all. The token is an itsdangerous
 `URLSafeTimedSerializer` signature (HMAC-SHA1 over the payload and a timestamp, keyed with
 `TIDINGS_UNSUBSCRIBE_SECRET` and a salt naming this use) of `[tenant, user, category]`: it
 cannot be forged or altered without the key, and it expires `TIDINGS_UNSUBSCRIBE_TOKEN_TTL_S`
@@ -20,7 +21,7 @@ after the email was sent.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -81,9 +82,13 @@ class UnsubscribeTokens:
             raise InvalidToken("the unsubscribe link is not valid")
         return payload[0], payload[1], payload[2]
 
-    def signer(self) -> Callable[[Mapping[str, Any]], str]:
-        """What the email connector calls for each message's `{token}`."""
-        def token_for(message: Mapping[str, Any]) -> str:
+    def signer(self, required_categories: Collection[str] = ()
+               ) -> Callable[[Mapping[str, Any]], str | None]:
+        """What the email connector calls for each message's `{token}`; None (no
+        List-Unsubscribe at all) for a category users cannot leave."""
+        def token_for(message: Mapping[str, Any]) -> str | None:
+            if message["category"] in required_categories:
+                return None
             return self.sign(message["tenant_id"], message["recipient"]["user_id"],
                              message["category"])
         return token_for

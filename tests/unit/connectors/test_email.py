@@ -180,6 +180,16 @@ def test_unsubscribe_url_carries_the_token_of_each_message() -> None:
     assert seen == [message]
 
 
+def test_no_token_means_no_list_unsubscribe() -> None:
+    config = EmailConfig(from_address="n@example.com",
+                         unsubscribe_url="https://u.example.com/unsubscribe?token={token}",
+                         unsubscribe_token=lambda message: None)
+
+    built = build_message(make_message(), config)
+
+    assert built["List-Unsubscribe"] is None and built["List-Unsubscribe-Post"] is None
+
+
 def test_a_token_placeholder_needs_a_signer() -> None:
     with pytest.raises(ValueError, match="signer"):
         EmailConfig(from_address="n@example.com",

@@ -64,9 +64,12 @@ def test_a_short_or_missing_secret_is_a_config_error() -> None:
 
 def test_the_signer_reads_tenant_user_and_category_of_a_message() -> None:
     tokens = UnsubscribeTokens(SECRET, ttl_s=3600)
-    token = tokens.signer()({"tenant_id": "acme", "category": "orders",
-                             "recipient": {"user_id": "ann"}})
-    assert tokens.verify(token) == ("acme", "ann", "orders")
+    signer = tokens.signer(("security",))
+    token = signer({"tenant_id": "acme", "category": "orders", "recipient": {"user_id": "ann"}})
+    assert token is not None and tokens.verify(token) == ("acme", "ann", "orders")
+    # A required category gets no token, hence no List-Unsubscribe header.
+    assert signer({"tenant_id": "acme", "category": "security",
+                   "recipient": {"user_id": "ann"}}) is None
 
 
 class Recorder:
