@@ -80,11 +80,13 @@ def read_records(
     partitions: Iterable[int] | None = None,
     accept: Callable[[bytes], bool] = lambda key: True,
     timeout_s: float = 30.0,
+    only_key: bytes | None = None,
 ) -> list[tuple[bytes, bytes | None]]:
     """Every (key, value) of the chosen partitions (all by default) whose key is accepted, in
     offset order per partition, from the start to the end they had when the call began.
 
-    For the CLI and tools: O(records in those partitions).
+    For the CLI and tools: O(records in those partitions). `only_key` reads just the
+    partition that key is on (by the topic's own partition count), and only its records.
     """
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
@@ -97,6 +99,9 @@ def read_records(
         if metadata is None or metadata.error is not None:
             raise TidingsError(f"topic {topic} does not exist (run `tidings topics create`)")
         wanted = sorted(metadata.partitions) if partitions is None else sorted(partitions)
+        if only_key is not None:
+            wanted = [partition_for(only_key, len(metadata.partitions))]
+            accept = only_key.__eq__
         ends: dict[int, int] = {}
         for p in wanted:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),

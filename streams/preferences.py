@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from streams.errors import ValidationError
-from streams.keyed import KeyedProducer, partition_for, read_records
+from streams.keyed import KeyedProducer, read_records
 from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import CHANNELS, Settings
@@ -211,10 +211,8 @@ class PreferencesClient:
     def show(self, tenant_id: str, user_id: str) -> dict[str, Any] | None:
         """The user's state folded from the topic (pending changes included); None if none."""
         key = preferences_key(tenant_id, user_id)
-        partition = partition_for(key, self._settings.partitions)
         state: dict[str, Any] | None = None
-        for _, value in read_records(self._settings, self._topic, partitions=[partition],
-                                     accept=lambda k: k == key):
+        for _, value in read_records(self._settings, self._topic, only_key=key):
             if value is None:
                 state = None
                 continue

@@ -188,9 +188,9 @@ async def test_preferences_suppress_defer_and_unsubscribe(env, smtp, twilio, wor
     worker()
     # The stage folds each change and writes the state back: then the table has it.
     await prefs_topic.wait_until(lambda r: len(states(r)) == 2, 90)
-    # A quiet window that started a minute ago and ends in 8 s (UTC wall times).
+    # A quiet window that started a minute ago and ends in 12 s (UTC wall times).
     now = datetime.datetime.now(datetime.UTC)
-    quiet_end = now + datetime.timedelta(seconds=8)
+    quiet_end = now + datetime.timedelta(seconds=12)
     window = f"{(now - datetime.timedelta(minutes=1)):%H:%M:%S}-{quiet_end:%H:%M:%S}"
     await in_thread(change, "sleeper", [("set_quiet_hours", window), ("set_timezone", "UTC")])
     await prefs_topic.wait_until(lambda r: len(states(r)) == 3, 30)
