@@ -77,7 +77,19 @@ def _email_config(settings: Settings) -> email.EmailConfig:
         timeout_s=settings.smtp_timeout_s,
         max_connections=settings.smtp_max_connections,
         unsubscribe_url=settings.email_unsubscribe_url,
+        unsubscribe_token=_unsubscribe_signer(settings),
     )
+
+
+def _unsubscribe_signer(settings: Settings
+                        ) -> Callable[[Mapping[str, Any]], str | None] | None:
+    # One-click unsubscribe tokens (issue 4): signed only when a secret is configured.
+    if settings.unsubscribe_secret is None:
+        return None
+    from streams.unsubscribe import UnsubscribeTokens
+
+    return UnsubscribeTokens.from_settings(settings).signer(
+        settings.preferences_required_categories)
 
 
 def _email(settings: Settings, client: httpx.AsyncClient) -> Channel:

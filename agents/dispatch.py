@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from agents import preferences
 from agents.context import Pipeline
 from agents.enrichment.stage import EnrichStage
 from agents.rate_limit import ALLOW, DEFER, Limit, WriteBehind, decide
@@ -55,6 +56,7 @@ class Dispatcher:
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
         self.shared = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
         self.enrich = EnrichStage(app, pipeline)
+        self.preferences = preferences.attach(app, pipeline)
 
         @app.on_partitions_revoked.connect
         async def _forget_shared(*_: Any, **__: Any) -> None:
@@ -70,6 +72,11 @@ class Dispatcher:
         """`partition`: the partition of the event being processed; table writes go there."""
         pipeline, settings, state = self.pipeline, self.settings, self.state
         annotate(request)
+        # Opt-outs and quiet hours come before the limits: a suppressed or parked message
+        # takes no slot.
+        if (narrowed := await self.preferences.apply(key, request)) is None:
+            return
+        request = narrowed
         now = now_ms()
         due = now
         if request["priority"] != "critical":

@@ -6,7 +6,7 @@ import logging
 
 import faust
 
-from agents import analytics, deliver, dispatch, health, intake
+from agents import analytics, deliver, dispatch, health, intake, rules
 from agents.context import Pipeline
 from agents.retry import DelayLine
 from streams.app import create_app
@@ -28,6 +28,8 @@ def build_app(settings: Settings | None = None) -> faust.App:
         intake.register(app, pipeline, dispatcher)
     if "deliver" in settings.stages:
         deliver.register(app, pipeline)
+    if "rules" in settings.stages:
+        rules.register(app, pipeline)
     if "delay_line" in settings.stages:
         _register_delay_line(app, settings)
     if "analytics" in settings.stages:

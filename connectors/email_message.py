@@ -24,7 +24,7 @@ import html
 import ipaddress
 import quopri
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
@@ -137,6 +137,11 @@ class EmailConfig:
     plain http is accepted only for a loopback host."""
     unsubscribe_mailto: str | None = None
     """Optional ``mailto:`` URI added to List-Unsubscribe (RFC 2369 §3.2), same placeholders."""
+    unsubscribe_token: Callable[[Mapping[str, Any]], str | None] | None = field(
+        default=None, repr=False)
+    """Makes the ``{token}`` of a message: the signed, expiring one-click unsubscribe token
+    (streams/unsubscribe.py). Required when the URL has a ``{token}`` placeholder. None for a
+    message nobody may unsubscribe from (a required category): it gets no List-Unsubscribe."""
     max_connections: int = 4
     """SMTP connections kept open for concurrent sends; see ``EmailChannel``."""
     local_hostname: str | None = None
@@ -158,6 +163,9 @@ class EmailConfig:
         except InvalidMessage as exc:
             raise ValueError(f"from_address: {exc}") from exc
         _check_unsubscribe_url(self.unsubscribe_url)
+        if "{token}" in self.unsubscribe_url and self.unsubscribe_token is None:
+            raise ValueError("unsubscribe_url has a {token} placeholder but no token signer "
+                             "is configured (TIDINGS_UNSUBSCRIBE_SECRET)")
         if self.unsubscribe_mailto is not None and not self.unsubscribe_mailto.startswith(
             "mailto:"
         ):
@@ -361,6 +369,11 @@ def _add_unsubscribe(built: EmailMessage, message: Mapping[str, Any], config: Em
     if not isinstance(tenant_id, str):
         raise InvalidMessage("message has no tenant_id")
     values = {"{delivery_id}": str(message["delivery_id"]), "{tenant_id}": tenant_id}
+    if config.unsubscribe_token is not None and "{token}" in config.unsubscribe_url:
+        token = config.unsubscribe_token(message)
+        if token is None:
+            return
+        values["{token}"] = token
     uris = [_substitute(config.unsubscribe_url, values)]
     if config.unsubscribe_mailto:
         uris.append(_substitute(config.unsubscribe_mailto, values))

@@ -240,5 +240,10 @@ from streams.cli_analytics import hold_group, insights  # noqa: E402
 main.add_command(insights)
 main.add_command(hold_group)
 
+from streams import cli_rules  # noqa: E402 - rules, preferences, events (issue 4)
+
+for _command in cli_rules.COMMANDS:
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()

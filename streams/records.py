@@ -30,8 +30,15 @@ def status_record(
         "status_code": status_code,
         "occurred_at": at_ms if at_ms is not None else now_ms(),
         "latency_ms": latency_ms,
-        "details": dict(details or {}),
+        "details": {**_rule_details(message), **(details or {})},
     }
+
+
+def _rule_details(message: Mapping[str, Any]) -> dict[str, str]:
+    """A notification made by a rule names the rule in every status (rules stage, issue 4)."""
+    metadata = message.get("metadata") or {}
+    rule_id = metadata.get("rule_id")
+    return {"rule_id": rule_id} if isinstance(rule_id, str) else {}
 
 
 def dead_letter_record(

@@ -54,9 +54,9 @@ class Settings(BaseSettings):
     enabled_channels: tuple[str, ...] = ("webhook",)
     # Which stages this worker runs. All by default; a deployment may run delivery workers
     # apart from routing workers (same app id, different stage sets).
-    stages: tuple[Literal["intake", "dispatch", "deliver", "delay_line", "analytics"], ...] = (
-        "intake", "dispatch", "deliver", "delay_line", "analytics",
-    )
+    stages: tuple[
+        Literal["intake", "dispatch", "deliver", "delay_line", "rules", "analytics"], ...
+    ] = ("intake", "dispatch", "deliver", "delay_line", "rules", "analytics")
     delivery_concurrency: int = Field(64, ge=1)
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
 
@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     smtp_ca_file: str | None = None
     smtp_timeout_s: float = Field(60.0, gt=0)
     smtp_max_connections: int = Field(4, ge=1)
-    email_unsubscribe_url: str = "http://127.0.0.1:6066/v1/unsubscribe?d={delivery_id}"
+    # The one-click unsubscribe endpoint that `tidings api` serves (streams/unsubscribe.py).
+    email_unsubscribe_url: str = "http://127.0.0.1:8080/v1/unsubscribe?token={token}"
 
     # SMS, Twilio Messages API: a sender number or a Messaging Service.
     twilio_account_sid: str | None = None
@@ -213,6 +214,14 @@ class Settings(BaseSettings):
     # Held requests are released automatically after this many windows back under the bound;
     # 0 leaves every release to an operator (`tidings hold release`).
     guard_clear_windows: int = Field(3, ge=0)
+    # Rules and preferences (issue 4).
+    # Categories users cannot opt out of (account security, password resets, legal notices).
+    preferences_required_categories: tuple[str, ...] = ("security",)
+    # Signs the one-click unsubscribe tokens in List-Unsubscribe URLs (RFC 8058). Without it
+    # emails carry no token and the endpoint refuses every request.
+    unsubscribe_secret: SecretStr | None = None
+    # A token stays valid this long after the email was sent.
+    unsubscribe_token_ttl_s: int = Field(60 * 24 * 3600, ge=60)
 
     @field_validator("enabled_channels")
     @classmethod

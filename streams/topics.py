@@ -24,6 +24,9 @@ class TopicSpec:
     compacted: bool = False
     retention_ms: int | None = None
     expires: bool = False  # with `compacted`: delete records past `retention_ms` as well
+    # A record stays uncompacted at least this long (a preference change must be folded by
+    # the preferences stage before the state it applies to may be compacted away).
+    compaction_lag_ms: int | None = None
 
     def config(self) -> dict[str, str]:
         config = {"cleanup.policy": "compact" if self.compacted else "delete"}
@@ -33,6 +36,8 @@ class TopicSpec:
             config["cleanup.policy"] = "compact,delete"
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
+        if self.compaction_lag_ms is not None:
+            config["min.compaction.lag.ms"] = str(self.compaction_lag_ms)
         if self.replication_factor >= 3:
             # With acks=all, an acknowledged write is on two replicas, and writes go on while
             # one of three is down. (With two replicas, 2 would stop writes on any loss.)
@@ -62,7 +67,7 @@ def channel_topic(settings: Settings, channel: str) -> str:
 # `<app id>-<table>-changelog`. They are declared here too, so they exist before the first
 # worker starts: a worker that meets a table write before its consumer has seen the
 # changelog topic fails the write (Faust's PartitionsMismatch) and dead-letters the event.
-TABLES = ("dedup", "rate-limits", "delivered", "suppressed")
+TABLES = ("dedup", "rate-limits", "delivered", "suppressed", "preferences")
 # Analytics and the runaway guard (agents/analytics.py, agents/runaway.py): the windowed
 # statistics (their changelog is what `tidings insights` reads, kept for
 # `analytics_retention_s`), the detectors' state per tenant, and the guard's per partition.
@@ -98,6 +103,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # recipient; compacted, so a release's tombstone removes one for good.
     specs.append(TopicSpec(settings.topic("quarantine"), n, rf, compacted=True))
     specs += analytics_topic_specs(settings)
+    # Rules and preferences (issue 4). Events are keyed tenant/subject; rules (few, read
+    # whole by every worker) and preferences (keyed tenant/user like dispatch, same partition
+    # count, so co-partitioned with it) are compacted.
+    specs += [
+        TopicSpec(settings.topic("events"), n, rf, retention_ms=7 * DAY_MS),
+        TopicSpec(settings.topic("rules"), n, rf, compacted=True),
+        TopicSpec(settings.topic("preferences"), n, rf, compacted=True,
+                  compaction_lag_ms=7 * DAY_MS),
+    ]
     return specs
 
 

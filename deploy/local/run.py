@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -130,8 +131,21 @@ def _emulators(env: dict[str, str], state: Path) -> tuple[list[list[str]], dict[
         "TIDINGS_SLACK_BOT_TOKEN": SLACK_TOKEN,
         "TIDINGS_SLACK_BASE_URL": f"http://127.0.0.1:{SLACK_PORT}",
         "TIDINGS_SLACK_WEBHOOK_URL_PREFIXES": f'["http://127.0.0.1:{SLACK_PORT}/services/"]',
+        # One-click unsubscribe links carry a signed token (streams/unsubscribe.py).
+        "TIDINGS_UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32),
+        "TIDINGS_EMAIL_UNSUBSCRIBE_URL": "http://127.0.0.1:6066/v1/unsubscribe?token={token}",
     }
     return commands, {**env, **{k: v for k, v in settings.items() if k not in os.environ}}
+
+
+def _rules_and_preferences(tidings: list[str], env: dict[str, str]) -> None:
+    """The sample rules (domain events → notifications) and one user's preferences: u7 takes
+    no SMS, so the shipped-order rule emails u7 and records the SMS as suppressed."""
+    for command in (["rules", "put", str(HERE / "rules.yaml")],
+                    ["preferences", "set", "acme", "u7", "--opt-out-channel", "sms",
+                     "--locale", "fr-FR", "--timezone", "Europe/Paris"]):
+        subprocess.run([*tidings, *command], env=env, cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -164,6 +178,7 @@ def main() -> int:
         commands, env = _emulators(env, state)
         subprocess.run([*tidings, "topics", "create"], env=env, cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL)
+        _rules_and_preferences(tidings, env)
         for command in commands:
             children.append(subprocess.Popen(command, env=env, cwd=REPO))
         _wait_for_file(Path(env["TIDINGS_FCM_SERVICE_ACCOUNT"]))
@@ -177,8 +192,11 @@ def main() -> int:
             [*tidings, "publish", "-"], input=_samples().encode(), env=env,
             cwd=REPO, check=True, capture_output=True,
         ).stdout.decode().split()
-        print(f"published {len(ids)} sample notifications; statuses follow (Ctrl-C stops)",
-              flush=True)
+        events = subprocess.run(
+            [*tidings, "events", "publish", str(HERE / "events.jsonl")], env=env, cwd=REPO,
+            check=True, capture_output=True).stdout.decode().split()
+        print(f"published {len(ids)} sample notifications and {len(events)} domain events; "
+              f"statuses follow (Ctrl-C stops)", flush=True)
         watcher = subprocess.Popen([*tidings, "watch", "--from-beginning"], env=env, cwd=REPO)
         children.append(watcher)
         while all(child.poll() is None for child in children):

@@ -27,10 +27,12 @@ def api() -> None:
     import uvicorn
 
     from streams.api.app import create_api
+    from streams.unsubscribe import unsubscribe_router
 
     settings = _settings()
     level = {"crit": "critical", "warn": "warning"}.get(settings.log_level, settings.log_level)
-    uvicorn.run(create_api(settings), host=settings.api_host, port=settings.api_port,
+    app = create_api(settings, extra_routers=[unsubscribe_router(settings)])
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port,
                 log_level=level, proxy_headers=True, server_header=False)
 
 

@@ -160,6 +160,42 @@ def test_unsubscribe_url_substitutes_percent_encoded_ids() -> None:
     )
 
 
+def test_unsubscribe_url_carries_the_token_of_each_message() -> None:
+    seen: list[Any] = []
+
+    def token(message: Any) -> str:
+        seen.append(message)
+        return f"tok.{message['recipient']['user_id']}/{message['category']}"
+
+    config = EmailConfig(from_address="n@example.com",
+                         unsubscribe_url="https://u.example.com/unsubscribe?token={token}",
+                         unsubscribe_token=token)
+    message = make_message()
+
+    built = build_message(message, config)
+
+    user, category = message["recipient"]["user_id"], message["category"]
+    assert built["List-Unsubscribe"] == (
+        f"<https://u.example.com/unsubscribe?token=tok.{user}%2F{category}>")
+    assert seen == [message]
+
+
+def test_no_token_means_no_list_unsubscribe() -> None:
+    config = EmailConfig(from_address="n@example.com",
+                         unsubscribe_url="https://u.example.com/unsubscribe?token={token}",
+                         unsubscribe_token=lambda message: None)
+
+    built = build_message(make_message(), config)
+
+    assert built["List-Unsubscribe"] is None and built["List-Unsubscribe-Post"] is None
+
+
+def test_a_token_placeholder_needs_a_signer() -> None:
+    with pytest.raises(ValueError, match="signer"):
+        EmailConfig(from_address="n@example.com",
+                    unsubscribe_url="https://u.example.com/unsubscribe?token={token}")
+
+
 def test_a_long_unsubscribe_url_stays_one_unencoded_line() -> None:
     long_url = "https://unsubscribe.example.com/" + "p" * 200 + "?d={delivery_id}"
     config = EmailConfig(from_address="n@example.com", unsubscribe_url=long_url)

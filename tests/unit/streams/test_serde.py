@@ -139,6 +139,40 @@ def anomaly(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+def domain_event(**overrides: Any) -> dict[str, Any]:
+    return {
+        "event_id": "evt-1", "tenant_id": "acme", "event_type": "order.shipped",
+        "subject_id": "order-17", "occurred_at": CREATED_AT,
+        "payload": {"total": "42.00", "email": "ann@example.com"}, "metadata": {"trace": "t"},
+    } | overrides
+
+
+def rule(**overrides: Any) -> dict[str, Any]:
+    return {
+        "tenant_id": "acme", "rule_id": "shipped", "event_type": "order.shipped",
+        "condition": "int(payload.total) > 10",
+        "recipients": [{"user_id": "subject_id", "email": "payload.email", "phone": None,
+                        "push_tokens": None, "slack": None, "webhook_url": None,
+                        "locale": "literal:fr", "timezone": None}],
+        "channels": ["email"], "fallback_channels": ["sms"],
+        "template": {"template_id": "order-shipped", "version": 3},
+        "title": "Order ${order_id}", "content": None, "category": "orders",
+        "priority": "high", "enabled": True, "updated_at": CREATED_AT,
+    } | overrides
+
+
+def preferences(**overrides: Any) -> dict[str, Any]:
+    return {
+        "tenant_id": "acme", "user_id": "u-1", "kind": "change", "revision": 0,
+        "channel_opt_outs": ["sms"], "category_opt_outs": [],
+        "quiet_hours": {"start": "22:00", "end": "07:00"}, "timezone": "Europe/Paris",
+        "locale": "fr-FR", "preferred_channels": ["email"],
+        "ops": [{"op": "opt_out_category", "value": "marketing"},
+                {"op": "set_locale", "value": None}],
+        "source": "cli", "updated_at": CREATED_AT,
+    } | overrides
+
+
 SAMPLES = {
     "Anomaly": anomaly,
     "Recipient": recipient,
@@ -147,9 +181,12 @@ SAMPLES = {
     "DeliveryStatus": delivery_status,
     "DeadLetter": dead_letter,
     "IdempotencyRecord": idempotency_record,
+    "DomainEvent": domain_event,
+    "Rule": rule,
+    "Preferences": preferences,
 }
 TIMESTAMP_FIELDS = {"created_at", "send_at", "not_before", "occurred_at", "failed_at",
-                    "accepted_at", "window_start", "window_end", "detected_at"}
+                    "accepted_at", "window_start", "window_end", "detected_at", "updated_at"}
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ def test_default_topic_names() -> None:
         "tidings-rate-limits-changelog",
         "tidings-delivered-changelog",
         "tidings-suppressed-changelog",
+        "tidings-preferences-changelog",
         "tidings.channel.webhook",
         "tidings.retry.webhook.5s",
         "tidings.retry.webhook.30s",
@@ -43,6 +44,9 @@ def test_default_topic_names() -> None:
         "tidings-analytics-windows-changelog",
         "tidings-analytics-detectors-changelog",
         "tidings-guard-changelog",
+        "tidings.events",
+        "tidings.rules",
+        "tidings.preferences",
     ]
 
 
@@ -60,6 +64,7 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "tidings-rate-limits-changelog",
         "tidings-delivered-changelog",
         "tidings-suppressed-changelog",
+        "tidings-preferences-changelog",
         "t1.channel.webhook",
         "t1.retry.webhook.10s",
         "t1.retry.webhook.2m",
@@ -76,6 +81,9 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "tidings-analytics-windows-changelog",
         "tidings-analytics-detectors-changelog",
         "tidings-guard-changelog",
+        "t1.events",
+        "t1.rules",
+        "t1.preferences",
     ]
 
 
@@ -148,6 +156,10 @@ def test_channel_topic() -> None:
         (TopicSpec("t", 8, 1), {"cleanup.policy": "delete"}),
         (TopicSpec("t", 8, 1, compacted=True), {"cleanup.policy": "compact"}),
         (
+            TopicSpec("t", 8, 1, compacted=True, compaction_lag_ms=DAY_MS),
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "86400000"},
+        ),
+        (
             TopicSpec("t", 8, 1, retention_ms=DAY_MS),
             {"cleanup.policy": "delete", "retention.ms": "86400000"},
         ),
@@ -174,14 +186,15 @@ def test_min_insync_replicas_only_with_replicas(
     assert all(("min.insync.replicas" in spec.config()) is has_min_isr for spec in specs)
 
 
-def test_only_table_changelogs_are_compacted_and_names_are_unique() -> None:
-    # Requests, statuses and retries are event logs: none of them may lose records to
-    # compaction. Only the tables' changelogs (latest value per key) are compacted, and the
-    # quarantine, where a release's tombstone removes a held notification.
+def test_only_tables_are_compacted_and_names_are_unique() -> None:
+    # Requests, events, statuses and retries are event logs: none of them may lose records to
+    # compaction. Only tables (latest value per key) are compacted: the changelogs, and the
+    # rules and preferences topics that are tables' sources.
     specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
     assert {spec.name for spec in specs if spec.compacted} == {
         "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
-        "w1-suppressed-changelog", "tidings.quarantine", "w1-analytics-windows-changelog",
+        "w1-suppressed-changelog", "w1-preferences-changelog", "tidings.rules",
+        "tidings.preferences", "tidings.quarantine", "w1-analytics-windows-changelog",
         "w1-analytics-detectors-changelog", "w1-guard-changelog", "tidings.hold-releases",
     }
     assert len({spec.name for spec in specs}) == len(specs)
