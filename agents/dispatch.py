@@ -13,7 +13,7 @@ import faust
 
 from agents.context import Pipeline
 from agents.rate_limit import ALLOW, DEFER, Limit, decide
-from agents.route import channel_messages
+from agents.render import Renderer
 from streams.requests import now_ms
 
 STAGE = "rate_limit"
@@ -42,6 +42,7 @@ class Dispatcher:
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
+        self.renderer = Renderer(app, pipeline)
 
     async def handle(self, key: bytes | None, request: dict[str, Any]) -> None:
         pipeline, settings, state = self.pipeline, self.settings, self.state
@@ -67,7 +68,8 @@ class Dispatcher:
         send_at = request.get("send_at")
         if send_at and send_at > due:
             due = send_at
-        for message in channel_messages(request):
+        messages = await self.renderer.channel_messages(request)  # None: dead-lettered
+        for message in messages or ():
             if due > now:
                 await pipeline.park(key, message, due)
                 await pipeline.emit_status(

@@ -90,6 +90,8 @@ def _for_channel(
             "body": request.get("content"),
             "data": dict(request.get("data") or {}),
             "metadata": dict(request.get("metadata") or {}),
+            # Rendered parts (agents/render.py) for templated requests; None otherwise.
+            "html": None, "blocks": None, "payload": None, "locale": None,
             "attempt": 0,
             "created_at": request["created_at"],
             "not_before": 0,

@@ -80,6 +80,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             specs.append(
                 TopicSpec(retry_topic(settings, channel, delay), n, rf, retention_ms=7 * DAY_MS)
             )
+    # Templates (streams/templates.py): compacted, one partition so that every reader sees
+    # versions and activations in one order; every worker reads all of it.
+    specs.append(TopicSpec(settings.topic("templates"), 1, rf, compacted=True))
     return specs
 
 

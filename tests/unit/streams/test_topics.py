@@ -34,6 +34,7 @@ def test_default_topic_names() -> None:
         "tidings.retry.webhook.30s",
         "tidings.retry.webhook.5m",
         "tidings.retry.webhook.30m",
+        "tidings.templates",
     ]
 
 
@@ -58,12 +59,16 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.retry.email.10s",
         "t1.retry.email.2m",
         "t1.retry.email.2h",
+        "t1.templates",
     ]
 
 
 def test_every_topic_has_the_configured_partitions_and_replicas() -> None:
     specs = topic_specs(load_settings(partitions=12, replication_factor=3))
-    assert {(spec.partitions, spec.replication_factor) for spec in specs} == {(12, 3)}
+    # The templates topic has one partition: one order of versions for every reader.
+    assert {(spec.partitions, spec.replication_factor) for spec in specs
+            if not spec.name.endswith(".templates")} == {(12, 3)}
+    assert [spec.partitions for spec in specs if spec.name.endswith(".templates")] == [1]
 
 
 @pytest.mark.parametrize(
@@ -157,10 +162,11 @@ def test_min_insync_replicas_only_with_replicas(
 
 def test_only_table_changelogs_are_compacted_and_names_are_unique() -> None:
     # Requests, statuses and retries are event logs: none of them may lose records to
-    # compaction. Only the tables' changelogs (latest value per key) are compacted.
+    # compaction. Only the tables' changelogs (latest value per key) and the templates
+    # (a version or an activation per key) are compacted.
     specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
     assert {spec.name for spec in specs if spec.compacted} == {
         "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
-        "w1-suppressed-changelog",
+        "w1-suppressed-changelog", "tidings.templates",
     }
     assert len({spec.name for spec in specs}) == len(specs)
