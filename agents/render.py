@@ -14,6 +14,7 @@ agents/template_catalog.py.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -42,11 +43,8 @@ class Renderer:
                         if settings.render_isolation == "process" else None)
         app.task(self.templates.run)
         if self.process is not None:
-            app.on_stopped.connect(self._stop)
-
-    async def _stop(self, app: faust.App, **_: Any) -> None:
-        if self.process is not None:
-            self.process.close()
+            # The child also exits on its own when the worker's end of the socket closes.
+            atexit.register(self.process.close)
 
     async def channel_messages(
         self, request: Mapping[str, Any], *, preferred_locale: str | None = None,

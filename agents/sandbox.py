@@ -31,9 +31,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from markdown_it import MarkdownIt
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
+from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 MAX_SEQUENCE = 100_000  # characters of a string / items of a list built by an operator

@@ -229,7 +229,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-ERRORS = (*sandbox.TEMPLATE_ERRORS, LocaleError, MemoryError, orjson.JSONDecodeError)
+ERRORS: tuple[type[Exception], ...] = (*sandbox.TEMPLATE_ERRORS, LocaleError, MemoryError,
+                                       orjson.JSONDecodeError)
 
 
 def run(job: RenderJob) -> dict[str, dict[str, Any]]:

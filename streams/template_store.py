@@ -63,9 +63,10 @@ def read_catalog(settings: Settings, timeout_s: float = 30.0) -> TemplateCatalog
                 raise TemplateStoreError(f"timed out reading {topic}")
             if message.error():
                 raise TemplateStoreError(f"reading {topic}: {message.error()}")
-            positions[message.partition()] = message.offset()
-            if message.value():
-                catalog.apply(events.decode(message.value()))
+            positions[message.partition() or 0] = message.offset() or 0
+            value = message.value()
+            if value:
+                catalog.apply(events.decode(value))
     except KafkaException as exc:
         raise TemplateStoreError(f"reading {topic}: {exc}") from exc
     finally:

@@ -120,7 +120,7 @@ def _part(name: Any, source: Any, where: str) -> str:
     if len(source) > MAX_PART_CHARS:
         raise ValidationError(f"{where}.{name} is longer than {MAX_PART_CHARS} characters",
                               field=where)
-    return source
+    return str(source)
 
 
 def _strings(value: Any) -> Iterable[str]:
