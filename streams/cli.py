@@ -5,6 +5,7 @@
     tidings topics create|list     the topics declared in streams/topics.py
     tidings watch                  print delivery statuses as they happen
     tidings secret                 a new Standard Webhooks signing secret
+    tidings templates ...          publish, list, show, activate a tenant's templates
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from streams import templates_cli
 from streams.errors import TidingsError, ValidationError
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics, topic_specs
@@ -195,6 +197,8 @@ def secret() -> None:
     """Print a new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes)."""
     click.echo("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
 
+
+main.add_command(templates_cli.templates)
 
 if __name__ == "__main__":
     main()
