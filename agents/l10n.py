@@ -205,6 +205,9 @@ class Formatter:
         }
 
 
+_SMS_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " "})
+
+
 def _is_joiner(ch: str) -> bool:
     # Combining marks (U+0300-036F), variation selectors, skin-tone modifiers and the
     # zero-width joiner belong to the character before them: a cut before one would leave a
@@ -224,6 +227,9 @@ def truncate(value: object, length: int = 255, end: str = "…", segments: int |
     if segments is not None:
         if not 1 <= segments <= 10:
             raise LocaleError("segments is between 1 and 10")
+        # CLDR puts no-break spaces in dates and numbers ("12:00\u202fAM", "1\u202f234");
+        # none is in the GSM alphabet, and one would turn the whole SMS into UCS-2.
+        text = text.translate(_SMS_SPACES)
         if sms_segments(text)[1] <= segments:
             return text
         if encoding_of(text) is Encoding.GSM_7 and encoding_of(end) is Encoding.UCS_2:
