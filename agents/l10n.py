@@ -33,6 +33,7 @@ SUPPORTED = ("en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "tr", "ru", "
              "zh", "ko")
 FALLBACK_LOCALE = "en"
 _TAG = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}$")
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NAMED_FORMATS = ("short", "medium", "long", "full")
 _MAX_PATTERN = 64
 
@@ -181,8 +182,15 @@ class Formatter:
                                            locale=self.locale)
 
     def format_date(self, value: object, fmt: str = "medium") -> str:
-        moment = to_datetime(value).astimezone(self.tz)
-        return babel_dates.format_date(moment.date(), _pattern(fmt), locale=self.locale)
+        # A calendar date ("2026-03-04") is the same day everywhere; only a moment in time
+        # is moved into the recipient's time zone first.
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            day = value
+        elif isinstance(value, str) and _DATE_ONLY.fullmatch(value.strip()):
+            day = dt.date.fromisoformat(value.strip())
+        else:
+            day = to_datetime(value).astimezone(self.tz).date()
+        return babel_dates.format_date(day, _pattern(fmt), locale=self.locale)
 
     def format_time(self, value: object, fmt: str = "short") -> str:
         moment = to_datetime(value)
