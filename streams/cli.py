@@ -178,6 +178,8 @@ def watch(from_beginning: bool, count: int, timeout: float) -> None:
                 continue
             s = statuses.decode(value)
             extra = f" ({s['reason']})" if s["reason"] else ""
+            if s["details"]:  # e.g. the template, locale and A/B variant of `rendered`
+                extra += " " + " ".join(f"{k}={v}" for k, v in sorted(s["details"].items()))
             latency = f" {s['latency_ms']} ms" if s["latency_ms"] is not None else ""
             click.echo(f"{s['status'].upper():17} {s['notification_id']:40} "
                        f"{s['channel'] or '':8} attempt={s['attempt']}{latency}{extra}")
