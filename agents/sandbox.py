@@ -66,6 +66,18 @@ def _length(value: Any) -> int:
 class TidingsSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Jinja hands out its wrapped `str.format` before asking `is_safe_attribute`
+        # (SandboxedEnvironment.getattr), so the refusal has to come first.
+        if isinstance(obj, str) and attribute in _UNREACHABLE_STR_METHODS:
+            return self.unsafe_undefined(obj, attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, str) and argument in _UNREACHABLE_STR_METHODS:
+            return self.unsafe_undefined(obj, str(argument))
+        return super().getitem(obj, argument)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, str) and attr in _UNREACHABLE_STR_METHODS:
             return False

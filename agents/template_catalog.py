@@ -69,13 +69,18 @@ class TemplateFollower:
             await consumer.stop()
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(60):
+        # A missing topic must not stop the worker (requests without templates still flow);
+        # templated requests are dead-lettered as unreadable until it exists.
+        attempt = 0
+        while True:
             found = consumer.partitions_for_topic(self._topic)
             if found:
                 return [TopicPartition(self._topic, p) for p in sorted(found)]
+            if attempt % 60 == 59:
+                log.error("topic %s is missing; run `tidings topics create`", self._topic)
+            attempt += 1
             await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
             await asyncio.sleep(0.5)
-        raise TidingsError(f"topic {self._topic} is missing; run `tidings topics create`")
 
     async def sync(self) -> None:
         """Wait until everything on the topic as of now has been applied."""

@@ -35,9 +35,10 @@ CVES = [
 @pytest.mark.parametrize("source", CVES)
 def test_published_escapes_fail_in_jinjas_sandbox_and_in_ours(source: str) -> None:
     stock = ImmutableSandboxedEnvironment()
-    with pytest.raises(SecurityError):
+    with pytest.raises(SecurityError, match="__class__"):
         stock.from_string(source).render()
-    with pytest.raises(SecurityError):
+    # Ours refuses one step earlier: the method itself is out of reach.
+    with pytest.raises(SecurityError, match=r"attribute 'format(_map)?' of 'str'"):
         render(source)
 
 
