@@ -64,8 +64,11 @@ class Renderer:
         template_id, version = ref["template_id"], ref.get("version")
         try:
             record = await self.templates.resolve(request["tenant_id"], template_id, version)
+            # Fallback channels too: a failover sends what the template says for them.
+            channels = {m["channel"] for m in messages} | set(
+                request.get("fallback_channels") or ())
             selection, job = plan(
-                record, request, sorted({m["channel"] for m in messages}),
+                record, request, sorted(channels),
                 preferred_locale=preferred_locale, detected_language=detected_language,
                 extra=extra, max_chars=self.settings.render_max_output_chars,
             )
@@ -87,7 +90,7 @@ class Renderer:
             return None
         details = selection.details()
         for message in messages:
-            apply(message, rendered[message["channel"]], selection)
+            apply(message, rendered, selection)
             await self.pipeline.emit_status(message, "rendered", details=details)
         return messages
 

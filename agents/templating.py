@@ -38,6 +38,7 @@ from jinja2 import Template
 
 from agents import ab, sandbox
 from agents.l10n import Formatter, LocaleChoice, LocaleError, choose_locale, truncate
+from agents.route import with_rendered
 from streams.errors import TidingsError
 
 # field → (kind, the parts to look for, most specific first)
@@ -260,13 +261,12 @@ def run(job: RenderJob) -> dict[str, dict[str, Any]]:
         _FORMATTER.reset(token)
 
 
-def apply(message: dict[str, Any], rendered: Mapping[str, Any], selection: Selection) -> None:
-    """Put one channel's rendered parts on its ChannelMessage."""
-    message["title"] = rendered.get("title") or None
-    message["body"] = rendered.get("body") or None
-    message["html"] = rendered.get("html")
-    message["blocks"] = rendered.get("blocks")
-    message["payload"] = rendered.get("payload")
-    message["locale"] = selection.locale.tag
-    if rendered.get("data"):
-        message["data"] = {**(message.get("data") or {}), **rendered["data"]}
+def apply(message: dict[str, Any], rendered: Mapping[str, Mapping[str, Any]],
+          selection: Selection) -> None:
+    """Put its channel's rendered parts on a ChannelMessage, and keep the parts of each of
+    its fallback channels for a failover (agents/route.py `failover_message`)."""
+    with_rendered(message, rendered[message["channel"]], selection.locale.tag)
+    message["rendered_fallbacks"] = {
+        channel: orjson.dumps(rendered[channel]).decode()
+        for channel in message.get("fallback_channels") or () if channel in rendered
+    }

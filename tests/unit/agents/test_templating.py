@@ -12,7 +12,7 @@ import yaml
 from agents import templating
 from agents.l10n import SUPPORTED
 from agents.render_process import RenderFailed, run_inline
-from agents.route import channel_messages
+from agents.route import channel_messages, failover_message
 from agents.templating import RenderError, apply, plan
 from connectors.sms_encoding import segments
 from streams.templates import version_record
@@ -187,9 +187,27 @@ def test_rendered_parts_land_on_the_channel_messages() -> None:
     selection, out = render(SAMPLES["welcome"], req, ["email", "push", "slack"])
     messages = list(channel_messages(req))
     for message in messages:
-        apply(message, out[message["channel"]], selection)
+        apply(message, out, selection)
     email, push, slack = messages
     assert email["locale"] == "ja" and email["html"].startswith("<!DOCTYPE html>")
     assert push["data"]["kind"] == "welcome" and push["data"]["order_id"] == "A-1042"
     assert orjson.loads(slack["blocks"])[0]["type"] == "header"
     assert email["title"] == push["title"] == "Acmeへようこそ、Annさん"
+
+
+def test_a_failover_sends_what_the_template_says_for_the_fallback_channel() -> None:
+    req = request("de", "Europe/Berlin", channels=["email"], fallback_channels=["sms", "push"])
+    selection, out = render(SAMPLES["password_reset"], req, ["email", "sms", "push"])
+    (email,) = channel_messages(req)
+    apply(email, out, selection)
+    assert sorted(email["rendered_fallbacks"]) == ["push", "sms"]
+
+    sms = failover_message(email)
+    assert sms is not None and sms["channel"] == "sms"
+    assert sms["title"] is None and sms["html"] is None
+    assert sms["body"] == out["sms"]["body"]
+    assert sms["body"].startswith("493021 ist Ihr Code")
+    assert sms["locale"] == "de" and list(sms["rendered_fallbacks"]) == ["push"]
+    push = failover_message(sms)
+    assert push is not None and push["data"]["kind"] == "password-reset"
+    assert push["rendered_fallbacks"] == {}

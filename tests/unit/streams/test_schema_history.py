@@ -66,4 +66,5 @@ def test_v2_channel_message_bytes_read_with_no_rendered_parts():
     decoded = current.decode(old.encode(message))
     assert (decoded["html"], decoded["blocks"], decoded["payload"], decoded["locale"]) == (
         None, None, None, None)
+    assert decoded["rendered_fallbacks"] == {}
     assert decoded["title"] == "Hi"

@@ -74,6 +74,7 @@ def channel_message(**overrides: Any) -> dict[str, Any]:
         "blocks": None,
         "payload": None,
         "locale": "en-GB",
+        "rendered_fallbacks": {"sms": '{"body":"Order 1234 is on its way."}'},
         "attempt": 2,
         "created_at": CREATED_AT,
         "not_before": CREATED_AT + 30_000,
