@@ -43,7 +43,9 @@ class Renderer:
                         if settings.render_isolation == "process" else None)
         app.task(self.templates.run)
         if self.process is not None:
-            # The child also exits on its own when the worker's end of the socket closes.
+            # Started by the first render (like the follower, by the first lookup), so a
+            # worker without templated requests pays nothing for them. The child also exits
+            # on its own when the worker's end of the socket closes.
             atexit.register(self.process.close)
 
     async def channel_messages(

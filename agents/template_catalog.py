@@ -10,6 +10,10 @@ following it — no changelog of a changelog.
 Read-your-writes: a request may arrive right after its template was published. A lookup
 that misses first catches up to the topic's current end (`sync`) and only then says the
 template does not exist.
+
+The follower starts reading with the first lookup, not with the worker: a worker that never
+meets a templated request does no work for templates (and its start-up is not slowed by a
+consumer that it does not need).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ log = logging.getLogger("tidings.templates")
 
 
 class TemplateFollower:
-    def __init__(self, bootstrap: str, topic: str, *, sync_timeout_s: float = 10.0) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, sync_timeout_s: float = 30.0) -> None:
         self.catalog = TemplateCatalog()
         self._bootstrap, self._topic = bootstrap, topic
         self._sync_timeout_s = sync_timeout_s
@@ -36,9 +40,11 @@ class TemplateFollower:
         self._positions: dict[TopicPartition, int] = {}
         self._advanced = asyncio.Condition()
         self._started = asyncio.Event()
+        self._needed = asyncio.Event()
         self.skipped = 0  # events on the topic that did not decode
 
     async def run(self) -> None:
+        await self._needed.wait()
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
@@ -84,6 +90,7 @@ class TemplateFollower:
 
     async def sync(self) -> None:
         """Wait until everything on the topic as of now has been applied."""
+        self._needed.set()
         await asyncio.wait_for(self._started.wait(), self._sync_timeout_s)
         consumer = self._consumer
         if consumer is None:
