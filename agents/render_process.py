@@ -120,6 +120,14 @@ class RenderProcess:
             connection = self._connection or self._start()
             try:
                 connection.send(job)
+            except OSError:
+                # The child was already gone before this job (killed between renders):
+                # not this template's fault, so start another and send it once more.
+                self.restarts += 1
+                self._kill()
+                connection = self._start()
+                connection.send(job)
+            try:
                 if not connection.poll(self.timeout_s):
                     self.restarts += 1
                     log.warning("a render took longer than %.1fs; render process restarted",

@@ -73,3 +73,12 @@ def test_sandbox_refusals_come_back_as_render_failures(process: RenderProcess) -
 async def test_render_from_a_coroutine(process: RenderProcess) -> None:
     assert (await process.render(job("async {{ data.name }}")))["webhook"]["title"] == \
         "async Ann"
+
+
+def test_a_child_that_died_between_renders_is_replaced(process: RenderProcess) -> None:
+    assert process._process is not None
+    process._process.kill()  # as the kernel's OOM killer would
+    process._process.wait()
+    assert process.render_blocking(job("again {{ data.name }}"))["webhook"]["title"] == \
+        "again Ann"
+    assert process.restarts == 1
