@@ -67,3 +67,7 @@ bench-smoke: kafka-fetch ## a few-second run of the same harness
 
 bench-channels: $(STAMP) ## deliveries/s of each channel's connector against its emulator
 	$(PY) tests/bench/channels.py
+
+.PHONY: bench-render
+bench-render: $(STAMP) ## template renders/s per worker process, and what the sandbox refuses
+	$(PY) tests/bench/render.py --json tests/bench/results/render.json

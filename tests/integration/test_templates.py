@@ -172,3 +172,46 @@ async def test_hostile_templates_are_dead_lettered_and_the_worker_goes_on(
     assert set(variants) == set(good)
     bodies = {h.payload["data"]["notification_id"]: h.payload["data"]["body"] for h in arrived}
     assert all(bodies[nid] == f"Variant {variants[nid]}" for nid in good)
+
+
+def cli_fails(env: Any, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "templates", *args], cwd=REPO,
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0, done.stdout
+    return done.stderr
+
+
+def test_versions_are_immutable_and_one_is_active(tidings_env, create_topics, tmp_path):
+    import json
+
+    create_topics()
+    first, second, bad = (tmp_path / "v1.json", tmp_path / "v2.yaml", tmp_path / "bad.yaml")
+    first.write_text(json.dumps({"template_id": "note", "locales": {"en": {"title": "one"}}}))
+    second.write_text("template_id: note\nlocales:\n  en:\n    title: two\n")
+    bad.write_text("template_id: note\nlocales:\n  en:\n    title: '{% if %}'\n")
+
+    assert cli(tidings_env, "publish", "--tenant", "acme", str(first)) == "note\t1\n"
+    assert cli(tidings_env, "publish", "--tenant", "acme", str(second)) == "note\t2\n"
+    assert "template syntax error" in cli_fails(tidings_env, "publish", "--tenant", "acme",
+                                                str(bad))
+    # Nothing active yet: requests get the latest.
+    assert '"version": 2' in cli(tidings_env, "show", "--tenant", "acme", "note")
+    assert cli(tidings_env, "activate", "--tenant", "acme", "note", "1") == "note\t1\tactive\n"
+    shown = json.loads(cli(tidings_env, "show", "--tenant", "acme", "note"))
+    assert (shown["version"], shown["locales"]["en"]["title"]) == (1, "one")
+    assert "note\tversions=1,2\tactive=1" in cli(tidings_env, "list", "--tenant", "acme")
+    assert "no version 7" in cli_fails(tidings_env, "activate", "--tenant", "acme", "note", "7")
+    assert "has no template 'note'" in cli_fails(tidings_env, "show", "--tenant", "globex",
+                                                 "note")
+    assert "an id, not a path" in cli_fails(tidings_env, "show", "--tenant", "acme",
+                                            "../globex/note")
+
+    def republish() -> None:
+        with TemplateStore(tidings_env.settings()) as store:
+            store.publish("acme", {"template_id": "note", "version": 2,
+                                   "locales": {"en": {"title": "replaced"}}})
+
+    with pytest.raises(Exception, match="already published; versions are immutable"):
+        republish()
