@@ -213,6 +213,7 @@ class Formatter:
         }
 
 
+_WORD_WINDOW = 20
 _SMS_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2007": " "})
 
 
@@ -225,12 +226,15 @@ def _is_joiner(ch: str) -> bool:
             or 0x1F3FB <= code <= 0x1F3FF)
 
 
-def truncate(value: object, length: int = 255, end: str = "…", segments: int | None = None
-             ) -> str:
+def truncate(value: object, length: int = 255, killwords: bool = False, end: str = "…",
+             leeway: int = 0, segments: int | None = None) -> str:
     """Cut `value` to `length` characters, or (with `segments`) to the longest prefix that,
     with `end`, is sent in at most that many SMS segments; never inside a combining
-    sequence. Segments are counted as the SMS connector bills them
-    (connectors/sms_encoding.py: GSM-7 or UCS-2, escapes and surrogate pairs kept whole)."""
+    sequence, and at a word boundary unless `killwords`. Segments are counted as the SMS
+    connector bills them (connectors/sms_encoding.py: GSM-7 or UCS-2, escapes and surrogate
+    pairs kept whole). The arguments before `segments` are those of Jinja's own `truncate`,
+    so templates written for it keep working; `leeway` lets a text that is at most that much
+    too long through whole."""
     text = str(value)
     if segments is not None:
         if not 1 <= segments <= 10:
@@ -251,11 +255,18 @@ def truncate(value: object, length: int = 255, end: str = "…", segments: int |
                 high = middle
         cut = low
     else:
-        if not 0 <= length <= 100_000:
-            raise LocaleError("length is between 0 and 100000")
-        if len(text) <= length:
+        if not 0 <= length <= 100_000 or not 0 <= leeway <= 1000:
+            raise LocaleError("length is between 0 and 100000, leeway at most 1000")
+        if len(text) <= length + leeway:
             return text
         cut = max(0, length - len(end))
+    if not killwords and 0 < cut < len(text) and not text[cut].isspace():
+        # Back to the last space, if it is near: Chinese, Japanese (and Korean, between
+        # phrases) do not put spaces between words, and going back to a distant space would
+        # throw away most of the text.
+        space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
+        if space > 0 and cut - space <= _WORD_WINDOW:
+            cut = space
     while 0 < cut < len(text) and _is_joiner(text[cut]):
         cut -= 1
     return text[:cut].rstrip() + end

@@ -34,7 +34,7 @@ _TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
 _VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _TAG = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}$")
 MAX_PART_CHARS = 64 * 1024
-MAX_VERSION_CHARS = 4 * 1024 * 1024  # Kafka's default max.message.bytes is 1 MiB compressed
+MAX_VERSION_CHARS = 900 * 1024  # under the broker default max.message.bytes (1 MiB)
 MAX_VARIANTS = 10
 _DOCUMENT_FIELDS = {"template_id", "description", "default_locale", "shared", "locales",
                     "experiment", "author", "version"}

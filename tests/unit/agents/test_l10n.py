@@ -131,9 +131,23 @@ def test_truncate_to_sms_segments_fits_them(text: str, parts: int) -> None:
 
 
 def test_truncate_to_segments_keeps_a_gsm_text_in_gsm() -> None:
-    cut = truncate("Signed in at 6:30\u202fPM. " + "x" * 300, segments=1)
+    cut = truncate("Signed in at 6:30\u202fPM. " + "x" * 300, segments=1, killwords=True)
     assert segments(cut) == (segments("a")[0], 1)
     assert len(cut) == 160 and cut.endswith("...")
+
+
+def test_truncate_cuts_at_a_word_unless_told_to_kill_words() -> None:
+    text = "New sign-in from Firefox in Lyon. " * 10
+    assert truncate(text, 20) == "New sign-in from…"
+    assert truncate(text, 20, True) == "New sign-in from Fi…"
+    assert truncate(text, 20, False, "...") == "New sign-in from..."
+    assert truncate("exactly twenty-two ch", 20, leeway=5) == "exactly twenty-two ch"
+    by_segments = truncate(text, segments=1)
+    assert segments(by_segments)[1] == 1 and by_segments.endswith(" from...")
+    assert len(by_segments) > 140  # it still fills the segment up to the last word
+    # No space near the cut (Japanese has none between words): it cuts at a character.
+    japanese = "新しいログインがありました。心当たりがない場合はパスワードを変更してください。" * 3
+    assert len(truncate(japanese, segments=1)) == 70
 
 
 def test_a_text_that_fits_is_unchanged() -> None:
