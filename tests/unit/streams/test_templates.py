@@ -127,3 +127,12 @@ def test_listing_shows_versions_active_and_locales() -> None:
     catalog.apply(activate_record("acme", "welcome", 1, occurred_at=3))
     (row,) = catalog.listing("acme")
     assert (row["versions"], row["active"], row["locales"]) == ([1, 2], 1, ["en", "fr-CA"])
+
+
+def test_a_version_too_large_for_one_kafka_message_is_refused() -> None:
+    big = "x" * 60_000
+    locales = {tag: {"title": big} for tag in ("en", "fr", "de", "es", "it", "pt", "nl", "pl",
+                                              "sv", "tr", "ru", "ar", "ja", "zh", "ko", "fi")}
+    with pytest.raises(ValidationError, match="at most"):
+        version_record("acme", {"template_id": "big", "locales": locales}, version=1,
+                       occurred_at=0)
