@@ -47,9 +47,16 @@ def read_catalog(settings: Settings, timeout_s: float = 30.0) -> TemplateCatalog
                          "group.id": "tidings-templates-reader", "enable.auto.commit": False,
                          "log_level": 4})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            raise TemplateStoreError(f"topic {topic} is missing; run `tidings topics create`")
+        # A topic created a moment ago may not be in the metadata yet: look a few times.
+        deadline = time.monotonic() + min(timeout_s, 10.0)
+        while True:
+            metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if metadata is not None and metadata.error is None and metadata.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise TemplateStoreError(
+                    f"topic {topic} is missing; run `tidings topics create`")
+            time.sleep(0.2)
         ends = {}
         for partition in metadata.partitions:
             low, high = _watermarks(consumer, KafkaPartition(topic, partition), timeout_s)
