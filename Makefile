@@ -88,3 +88,6 @@ deploy-check: $(STAMP) kubeconform ## validate deploy/: Kubernetes manifests, Do
 .PHONY: bench-analytics
 bench-analytics: $(STAMP) ## the analytics stage's statuses/s and the runaway guard's cost per request
 	$(PY) tests/bench/analytics.py
+.PHONY: bench-render
+bench-render: $(STAMP) ## template renders/s per worker process, and what the sandbox refuses
+	$(PY) tests/bench/render.py --json tests/bench/results/render.json

@@ -15,7 +15,7 @@ from agents import preferences
 from agents.context import Pipeline
 from agents.enrichment.stage import EnrichStage
 from agents.rate_limit import ALLOW, DEFER, Limit, WriteBehind, decide
-from agents.route import channel_messages
+from agents.render import Renderer
 from streams.requests import now_ms
 from streams.tracing import annotate
 
@@ -57,6 +57,7 @@ class Dispatcher:
         self.shared = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
         self.enrich = EnrichStage(app, pipeline)
         self.preferences = preferences.attach(app, pipeline)
+        self.renderer = Renderer(app, pipeline)
 
         @app.on_partitions_revoked.connect
         async def _forget_shared(*_: Any, **__: Any) -> None:
@@ -112,7 +113,11 @@ class Dispatcher:
         review = await self.enrich.review(request)
         if review.quarantined:
             return
-        for message in channel_messages(request):
+        messages = await self.renderer.channel_messages(
+            request, extra=review.context,
+            detected_language=review.context.get("detected_language"),
+        )  # None: dead-lettered
+        for message in messages or ():
             message = review.redact(message)
             if due > now:
                 await pipeline.park(key, message, due)

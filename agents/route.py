@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from streams.replay import generation_of, redelivery_id
 
 # A fixed namespace for uuid5 (RFC 9562 §5.5): the same inputs give the same id forever.
@@ -56,6 +58,7 @@ def failover_message(message: Mapping[str, Any]) -> dict[str, Any] | None:
     if not fallback:
         return None
     channel, rest = fallback[0], fallback[1:]
+    rendered = dict(message.get("rendered_fallbacks") or {})
     request = {
         "tenant_id": message["tenant_id"], "notification_id": message["notification_id"],
         "category": message["category"], "priority": message["priority"],
@@ -63,7 +66,25 @@ def failover_message(message: Mapping[str, Any]) -> dict[str, Any] | None:
         "data": message.get("data") or {}, "metadata": message.get("metadata") or {},
         "created_at": message["created_at"],
     }
-    return next(_for_channel(request, message["recipient"], channel, rest), None)
+    following = next(_for_channel(request, message["recipient"], channel, rest), None)
+    if following is not None and channel in rendered:
+        with_rendered(following, orjson.loads(rendered[channel]), message.get("locale"))
+        following["rendered_fallbacks"] = {c: v for c, v in rendered.items() if c in rest}
+    return following
+
+
+def with_rendered(message: dict[str, Any], parts: Mapping[str, Any], locale: str | None
+                  ) -> dict[str, Any]:
+    """Put one channel's rendered template parts (agents/render.py) on its message."""
+    message["title"] = parts.get("title") or None
+    message["body"] = parts.get("body") or None
+    message["html"] = parts.get("html")
+    message["blocks"] = parts.get("blocks")
+    message["payload"] = parts.get("payload")
+    message["locale"] = locale
+    if parts.get("data"):
+        message["data"] = {**(message.get("data") or {}), **parts["data"]}
+    return message
 
 
 def _for_channel(
@@ -94,6 +115,9 @@ def _for_channel(
             "body": request.get("content"),
             "data": dict(request.get("data") or {}),
             "metadata": dict(request.get("metadata") or {}),
+            # Rendered parts (agents/render.py) for templated requests; None otherwise.
+            "html": None, "blocks": None, "payload": None, "locale": None,
+            "rendered_fallbacks": {},
             "attempt": 0,
             "created_at": request["created_at"],
             "not_before": 0,

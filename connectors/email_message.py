@@ -107,6 +107,8 @@ _POLICY: Final = email.policy.SMTP.clone(
 )
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+# RFC 5646 language tag, as far as a header value needs: letters, digits and hyphens.
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8}){0,4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +240,10 @@ def _build(message: Mapping[str, Any], config: EmailConfig) -> tuple[EmailMessag
     # the like do not answer it.
     built.set_raw("Auto-Submitted", "auto-generated")
     _add_unsubscribe(built, message, config)
+    locale = message.get("locale")
+    if isinstance(locale, str) and _LANGUAGE_TAG.fullmatch(locale):
+        # RFC 3282: the language of the content, from the template locale it was rendered in.
+        built.set_raw("Content-Language", locale)
     built.set_raw("MIME-Version", "1.0")
     # A boundary derived from the delivery id keeps the message the same on every
     # attempt; "=_" cannot occur in quoted-printable text (RFC 2045 §6.7), so it
@@ -246,7 +252,7 @@ def _build(message: Mapping[str, Any], config: EmailConfig) -> tuple[EmailMessag
     built.set_raw("Content-Type", f'multipart/alternative;\r\n boundary="{boundary}"')
     # RFC 2046 §5.1.4: alternatives in increasing order of preference, plain first.
     built.attach(_text_part(body, "plain"))
-    built.attach(_text_part(_html(title, body), "html"))
+    built.attach(_text_part(_rendered_html(message) or _html(title, body), "html"))
     return built, recipient
 
 
@@ -409,6 +415,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _rendered_html(message: Mapping[str, Any]) -> str | None:
+    """The HTML part a template rendered (already escaped by the sandbox's autoescape)."""
+    rendered = message.get("html")
+    if rendered is None:
+        return None
+    if not isinstance(rendered, str):
+        raise InvalidMessage("html is not a string")
+    return rendered.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _html(title: str, body: str) -> str:

@@ -269,23 +269,27 @@ def _split_section_text(text: str, limit: int = MAX_SECTION_CHARS) -> list[str]:
 
 
 def _custom_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    data = message.get("data") or {}
-    raw = data.get("blocks") if isinstance(data, Mapping) else None
+    # A template's rendered `slack.blocks` part (ChannelMessage v3 `blocks`) comes first,
+    # then blocks the producer put in data.
+    where, raw = "blocks", message.get("blocks")
+    if raw is None:
+        data = message.get("data") or {}
+        where, raw = "data.blocks", data.get("blocks") if isinstance(data, Mapping) else None
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise InvalidMessage("data.blocks must be a string holding a JSON array of blocks")
+        raise InvalidMessage(f"{where} must be a string holding a JSON array of blocks")
     try:
         blocks = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidMessage(f"data.blocks is not JSON: {exc}") from exc
+        raise InvalidMessage(f"{where} is not JSON: {exc}") from exc
     if not isinstance(blocks, list) or not blocks:
-        raise InvalidMessage("data.blocks must be a non-empty JSON array of blocks")
+        raise InvalidMessage(f"{where} must be a non-empty JSON array of blocks")
     if len(blocks) > MAX_BLOCKS:
-        raise InvalidMessage(f"data.blocks has {len(blocks)} blocks; Slack allows {MAX_BLOCKS}")
+        raise InvalidMessage(f"{where} has {len(blocks)} blocks; Slack allows {MAX_BLOCKS}")
     for index, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise InvalidMessage(f"data.blocks[{index}] is not an object with a 'type'")
+            raise InvalidMessage(f"{where}[{index}] is not an object with a 'type'")
     return blocks
 
 

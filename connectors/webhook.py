@@ -191,25 +191,32 @@ def _payload(message: Mapping[str, Any]) -> bytes:
     """The JSON body: Standard Webhooks' recommended ``{type, timestamp, data}`` shape."""
     try:
         recipient = message.get("recipient") or {}
+        data: dict[str, Any] = {
+            "notification_id": message["notification_id"],
+            "delivery_id": message["delivery_id"],
+            "tenant_id": message["tenant_id"],
+            "user_id": recipient.get("user_id"),
+            "category": message["category"],
+            "priority": message["priority"],
+            "title": message["title"],
+            "body": message["body"],
+            "data": message.get("data") or {},
+            "attempt": message["attempt"],
+        }
+        if message.get("payload") is not None:
+            # A template's rendered `webhook.payload` part: a JSON object it shapes itself.
+            data["payload"] = orjson.loads(message["payload"])
+            data["locale"] = message.get("locale")
         payload = {
             "type": f"notification.{message['category']}",
             "timestamp": _iso8601_utc(message["created_at"]),
-            "data": {
-                "notification_id": message["notification_id"],
-                "delivery_id": message["delivery_id"],
-                "tenant_id": message["tenant_id"],
-                "user_id": recipient.get("user_id"),
-                "category": message["category"],
-                "priority": message["priority"],
-                "title": message["title"],
-                "body": message["body"],
-                "data": message.get("data") or {},
-                "attempt": message["attempt"],
-            },
+            "data": data,
         }
         return orjson.dumps(payload)
     except KeyError as exc:
         raise InvalidMessage(f"message has no {exc.args[0]!r} field") from exc
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"payload is not JSON: {exc}") from exc
     except (TypeError, ValueError, OverflowError) as exc:  # JSONEncodeError is a TypeError
         raise InvalidMessage(f"message cannot be encoded as a webhook payload: {exc}") from exc
 

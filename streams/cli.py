@@ -14,6 +14,7 @@
     tidings api-keys create|list|revoke   tenants' API keys (hashed at rest)
     tidings insights               delivery rates, latency, failures and anomalies per tenant
     tidings hold list|release      requests the runaway guard held
+    tidings templates ...          publish, list, show, activate a tenant's templates
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from streams import templates_cli
 from streams.errors import TidingsError, ValidationError
 from streams.settings import Settings, load_settings
 from streams.topics import create_topics, topic_specs
@@ -198,6 +200,8 @@ def watch(from_beginning: bool, count: int, timeout: float) -> None:
                 continue
             s = statuses.decode(value)
             extra = f" ({s['reason']})" if s["reason"] else ""
+            if s["details"]:  # e.g. the template, locale and A/B variant of `rendered`
+                extra += " " + " ".join(f"{k}={v}" for k, v in sorted(s["details"].items()))
             latency = f" {s['latency_ms']} ms" if s["latency_ms"] is not None else ""
             click.echo(f"{s['status'].upper():17} {s['notification_id']:40} "
                        f"{s['channel'] or '':8} attempt={s['attempt']}{latency}{extra}")
@@ -244,6 +248,7 @@ from streams import cli_rules  # noqa: E402 - rules, preferences, events (issue 
 
 for _command in cli_rules.COMMANDS:
     main.add_command(_command)
+main.add_command(templates_cli.templates)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from streams.settings import CHANNELS
 PRIORITIES = ("low", "normal", "high", "critical")
 # Identifiers end up in Kafka keys, table keys and log lines: keep them printable and short.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
+_TEMPLATE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # as streams/templates.py
 _RECIPIENT_FIELDS = {
     "user_id", "email", "phone", "push_tokens", "slack", "webhook_url", "locale", "timezone",
     "metadata",
@@ -196,14 +197,21 @@ def validate_request(request: Mapping[str, Any]) -> None:
         ):
             raise ValidationError(f"{where}.webhook_url must be an http(s) URL",
                                   field=f"{where}.webhook_url")
-    if request.get("template") is None:
+    template = request.get("template")
+    if template is None:
         if not request.get("title") and not request.get("content"):
             raise ValidationError("give a template or an inline title/content", field="content")
     else:
-        # Rendering from stored templates arrives with the templates stage; until then a
-        # template reference cannot be honoured, and saying so here beats a dead letter later.
-        raise ValidationError("template references are not supported yet; send title/content",
-                              field="template")
+        # A template id is a token, never a path (streams/templates.py).
+        if not isinstance(template.get("template_id"), str) or not _TEMPLATE_ID.match(
+                template["template_id"]):
+            raise ValidationError("template.template_id must be 1-64 of a-z 0-9 . _ -",
+                                  field="template.template_id")
+        version = template.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)
+                                    or version < 1):
+            raise ValidationError("template.version must be a positive integer",
+                                  field="template.version")
     for field in ("title", "content"):
         value = request.get(field)
         if value is not None and (not isinstance(value, str) or len(value) > MAX_CONTENT_CHARS):

@@ -222,6 +222,13 @@ class Settings(BaseSettings):
     unsubscribe_secret: SecretStr | None = None
     # A token stays valid this long after the email was sent.
     unsubscribe_token_ttl_s: int = Field(60 * 24 * 3600, ge=60)
+    # Templates and rendering (issue 4, agents/render.py). Each render runs in a child
+    # process (`process`) that is killed past the timeout; `inline` renders in the worker
+    # itself (no time limit: for benchmarks and tests of the pure path only).
+    render_isolation: Literal["process", "inline"] = "process"
+    render_timeout_s: float = Field(2.0, gt=0)
+    render_max_memory_mb: int = Field(1024, ge=128)
+    render_max_output_chars: int = Field(256 * 1024, ge=1024)
 
     @field_validator("enabled_channels")
     @classmethod

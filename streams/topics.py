@@ -112,6 +112,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic("preferences"), n, rf, compacted=True,
                   compaction_lag_ms=7 * DAY_MS),
     ]
+    # Templates (streams/templates.py): compacted, one partition so that every reader sees
+    # versions and activations in one order; every worker reads all of it.
+    specs.append(TopicSpec(settings.topic("templates"), 1, rf, compacted=True))
     return specs
 
 

@@ -178,6 +178,14 @@ def main() -> int:
         commands, env = _emulators(env, state)
         subprocess.run([*tidings, "topics", "create"], env=env, cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL)
+        # The sample templates (15 locales each) that the templated samples name.
+        templates = sorted(str(path) for path in (HERE / "templates").glob("*.yaml"))
+        published = subprocess.run(
+            [*tidings, "templates", "publish", "--tenant", "acme", "--activate", *templates],
+            env=env, cwd=REPO, check=True, capture_output=True,
+        ).stdout.decode().split("\n")
+        print(f"published templates: {', '.join(p.split()[0] for p in published if p)}",
+              flush=True)
         _rules_and_preferences(tidings, env)
         for command in commands:
             children.append(subprocess.Popen(command, env=env, cwd=REPO))

@@ -155,6 +155,8 @@ def test_channel_messages_yields_one_message_per_channel() -> None:
             "body": "Your order 1 has shipped",
             "data": {"order_id": "1"},
             "metadata": {"traceparent": "00-abc-def-01"},
+            "html": None, "blocks": None, "payload": None, "locale": None,
+            "rendered_fallbacks": {},
             "attempt": 0,
             "created_at": CREATED_AT,
             "not_before": 0,

@@ -512,3 +512,27 @@ def test_classify_error_names_the_exception_without_a_reply() -> None:
 def test_classify_error_refuses_other_exceptions() -> None:
     with pytest.raises(TypeError, match="not an SMTP failure"):
         classify_error(KeyError("x"))
+
+
+# -- rendered templates (ChannelMessage v3) -------------------------------------------------
+
+
+def test_a_rendered_html_part_is_sent_as_the_html_alternative() -> None:
+    html = '<!DOCTYPE html>\n<html lang="ar" dir="rtl"><body><p>مرحبًا</p></body></html>\n'
+    built = parse(build_message(make_message(html=html, locale="ar"), CONFIG).as_bytes())
+
+    assert parts(built)["text/html"] == html
+    assert parts(built)["text/plain"] == "Hello Bob,\n\nInvoice #7 was paid.\nThank you!"
+    assert built["Content-Language"] == "ar"
+
+
+def test_a_locale_that_is_not_a_tag_is_not_a_header() -> None:
+    built = build_message(make_message(locale="en\r\nBcc: all@example.com"), CONFIG)
+
+    assert built["Content-Language"] is None
+    assert "Bcc" not in built.as_string()
+
+
+def test_html_that_is_not_text_is_an_invalid_message() -> None:
+    with pytest.raises(InvalidMessage, match="html"):
+        build_message(make_message(html=b"<p>bytes</p>"), CONFIG)

@@ -537,3 +537,18 @@ def test_webhook_reason_quotes_status_and_code() -> None:
     verdict = classify_webhook(410, {}, b"channel_is_archived\n")
 
     assert verdict.reason == "HTTP 410: channel_is_archived: the webhook's channel is archived"
+
+
+def test_rendered_template_blocks_come_before_blocks_in_data() -> None:
+    rendered = [{"type": "header", "text": {"type": "plain_text", "text": "Bestellung"}}]
+    from_data = [{"type": "divider"}]
+
+    body = body_of(make_message(blocks=orjson.dumps(rendered).decode(),
+                                data={"blocks": orjson.dumps(from_data).decode()}))
+
+    assert body["blocks"] == rendered
+
+
+def test_rendered_blocks_that_are_not_an_array_are_an_invalid_message() -> None:
+    with pytest.raises(InvalidMessage, match=r"^blocks must be a non-empty JSON array"):
+        body_of(make_message(blocks='{"type": "divider"}'))

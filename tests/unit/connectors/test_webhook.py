@@ -330,3 +330,18 @@ def test_redirect_reason_names_the_new_location() -> None:
 
     assert "redirect not followed" in verdict.reason
     assert "https://new.example.com/hook" in verdict.reason
+
+
+def test_a_rendered_payload_is_sent_as_data_payload_with_its_locale() -> None:
+    message = make_message(payload='{"event": "order.shipped", "eta": "4 mars 2026"}',
+                           locale="fr")
+    data = orjson.loads(build_request(message, CONFIG, now=NOW).content)["data"]
+
+    assert data["payload"] == {"event": "order.shipped", "eta": "4 mars 2026"}
+    assert data["locale"] == "fr"
+    assert data["title"] == "Invoice paid"
+
+
+def test_a_payload_that_is_not_json_is_an_invalid_message() -> None:
+    with pytest.raises(InvalidMessage, match="payload is not JSON"):
+        build_request(make_message(payload="{oops"), CONFIG, now=NOW)

@@ -244,11 +244,12 @@ def without(field: str) -> dict[str, Any]:
         pytest.param(raw_request(data={"note": None}), "data.note", id="data null"),
         pytest.param(raw_request(data=["order_id"]), "data", id="data not an object"),
         pytest.param(raw_request(metadata={"n": [1]}), "metadata.n", id="metadata list"),
-        pytest.param(raw_request(template={"template_id": "order-shipped"}), "template",
-                     id="template ref"),
-        pytest.param(raw_request(template={"template_id": "order-shipped", "version": 2},
-                                 title=None, content=None),
-                     "template", id="template ref without content"),
+        pytest.param(raw_request(template={"template_id": "../other-tenant/welcome"}),
+                     "template.template_id", id="template id is a path"),
+        pytest.param(raw_request(template={"template_id": "Welcome"}),
+                     "template.template_id", id="template id not lower case"),
+        pytest.param(raw_request(template={"template_id": "welcome", "version": 0}),
+                     "template.version", id="template version zero"),
         pytest.param(raw_request(template="order-shipped"), "template", id="template not object"),
         pytest.param(raw_request(created_at=1.5), "created_at", id="created_at float"),
         pytest.param(raw_request(created_at=-1), "created_at", id="created_at negative"),
@@ -260,6 +261,12 @@ def test_invalid_request_names_the_field(raw: dict[str, Any], field: str) -> Non
     with pytest.raises(ValidationError) as caught:
         normalize_request(raw)
     assert caught.value.field == field
+
+
+def test_a_template_reference_needs_no_inline_content() -> None:
+    request = normalize_request(raw_request(
+        template={"template_id": "order-shipped", "version": 2}, title=None, content=None))
+    assert request["template"] == {"template_id": "order-shipped", "version": 2}
 
 
 @pytest.mark.parametrize("raw", [[], "a request", None])

@@ -47,3 +47,24 @@ def test_every_history_schema_is_known_to_the_default_registry():
     for path in paths:
         fingerprint = SchemaRegistry.from_directory(SCHEMA_DIR).register(path, current=False)
         assert default_registry().writer(fingerprint)  # raises SerializationError if unknown
+
+
+def test_v2_channel_message_bytes_read_with_no_rendered_parts():
+    v2 = SCHEMA_DIR / "history" / "channel_message.v2.avsc"
+    old = AvroSerde("ChannelMessage", default_registry(), schema=v2)
+    message = {
+        "delivery_id": "dlv_1", "notification_id": "n1", "tenant_id": "acme",
+        "channel": "email", "fallback_channels": [], "category": "orders",
+        "priority": "normal",
+        "recipient": {"user_id": "u1", "email": "ann@example.com", "push_tokens": [],
+                      "metadata": {}},
+        "title": "Hi", "body": "Hello", "data": {}, "metadata": {}, "attempt": 0,
+        "created_at": 1, "not_before": 0, "last_error": None,
+    }
+    current = serde("ChannelMessage")
+    assert old.fingerprint != current.fingerprint
+    decoded = current.decode(old.encode(message))
+    assert (decoded["html"], decoded["blocks"], decoded["payload"], decoded["locale"]) == (
+        None, None, None, None)
+    assert decoded["rendered_fallbacks"] == {}
+    assert decoded["title"] == "Hi"

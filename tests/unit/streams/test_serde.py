@@ -70,6 +70,11 @@ def channel_message(**overrides: Any) -> dict[str, Any]:
         "body": "Order 1234 is on its way with DHL.",
         "data": {"order": "1234"},
         "metadata": {},
+        "html": "<p>Order 1234 is on its way.</p>",
+        "blocks": None,
+        "payload": None,
+        "locale": "en-GB",
+        "rendered_fallbacks": {"sms": '{"body":"Order 1234 is on its way."}'},
         "attempt": 2,
         "created_at": CREATED_AT,
         "not_before": CREATED_AT + 30_000,
@@ -90,6 +95,25 @@ def delivery_status(**overrides: Any) -> dict[str, Any]:
         "occurred_at": CREATED_AT + 1_500,
         "latency_ms": 1_500,
         "details": {"template": "welcome", "variant": "b"},
+    } | overrides
+
+
+def template_event(**overrides: Any) -> dict[str, Any]:
+    return {
+        "action": "publish",
+        "tenant_id": "acme",
+        "template_id": "welcome",
+        "version": 3,
+        "occurred_at": CREATED_AT,
+        "author": "ops@acme",
+        "description": "Sent when an account is created",
+        "default_locale": "en",
+        "shared": {"email.html": "<p>{{ parts.text | markdown }}</p>"},
+        "locales": {"en": {"title": "Welcome"}, "fr": {"title": "Bienvenue"}},
+        "experiment_id": "welcome-subject",
+        "variants": [{"name": "a", "weight": 1.0, "shared": {}, "locales": {}},
+                     {"name": "b", "weight": 1.0, "shared": {},
+                      "locales": {"en": {"title": "Hello"}}}],
     } | overrides
 
 
@@ -184,6 +208,7 @@ SAMPLES = {
     "DomainEvent": domain_event,
     "Rule": rule,
     "Preferences": preferences,
+    "TemplateEvent": template_event,
 }
 TIMESTAMP_FIELDS = {"created_at", "send_at", "not_before", "occurred_at", "failed_at",
                     "accepted_at", "window_start", "window_end", "detected_at", "updated_at"}

@@ -47,6 +47,7 @@ def test_default_topic_names() -> None:
         "tidings.events",
         "tidings.rules",
         "tidings.preferences",
+        "tidings.templates",
     ]
 
 
@@ -84,12 +85,16 @@ def test_prefix_channels_and_tiers_shape_the_names() -> None:
         "t1.events",
         "t1.rules",
         "t1.preferences",
+        "t1.templates",
     ]
 
 
 def test_every_topic_has_the_configured_partitions_and_replicas() -> None:
     specs = topic_specs(load_settings(partitions=12, replication_factor=3))
-    assert {(spec.partitions, spec.replication_factor) for spec in specs} == {(12, 3)}
+    # The templates topic has one partition: one order of versions for every reader.
+    assert {(spec.partitions, spec.replication_factor) for spec in specs
+            if not spec.name.endswith(".templates")} == {(12, 3)}
+    assert [spec.partitions for spec in specs if spec.name.endswith(".templates")] == [1]
 
 
 @pytest.mark.parametrize(
@@ -188,14 +193,16 @@ def test_min_insync_replicas_only_with_replicas(
 
 def test_only_tables_are_compacted_and_names_are_unique() -> None:
     # Requests, events, statuses and retries are event logs: none of them may lose records to
-    # compaction. Only tables (latest value per key) are compacted: the changelogs, and the
-    # rules and preferences topics that are tables' sources.
+    # compaction. Only tables (latest value per key) are compacted: the changelogs, the rules,
+    # preferences and templates topics that are tables' sources, the quarantine (a release's
+    # tombstone removes a held notification) and the hold releases.
     specs = topic_specs(load_settings(enabled_channels=("webhook", "email"), app_id="w1"))
     assert {spec.name for spec in specs if spec.compacted} == {
         "w1-dedup-changelog", "w1-rate-limits-changelog", "w1-delivered-changelog",
         "w1-suppressed-changelog", "w1-preferences-changelog", "tidings.rules",
         "tidings.preferences", "tidings.quarantine", "w1-analytics-windows-changelog",
         "w1-analytics-detectors-changelog", "w1-guard-changelog", "tidings.hold-releases",
+        "tidings.templates",
     }
     assert len({spec.name for spec in specs}) == len(specs)
 
