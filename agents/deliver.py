@@ -17,6 +17,7 @@ the same key (`tenant/user`) and partition count as the dispatch topic.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,6 +107,11 @@ class Deliverer:
         self.ledger = app.Table("delivered", default=None, partitions=settings.partitions)
         self.suppressed = app.Table("suppressed", default=None, partitions=settings.partitions)
         self.breakers: dict[str, CircuitBreaker] = {}
+        # Attempts under way, by delivery id. The stage runs `delivery_concurrency` attempts
+        # at once, so two copies of one delivery (a replay or a redrive racing the original)
+        # could both pass the ledger check before either is recorded; the second waits here
+        # for the first to finish and then finds it in the ledger.
+        self._in_flight: dict[str, asyncio.Event] = {}
 
     def breaker(self, endpoint: str) -> CircuitBreaker:
         breaker = self.breakers.get(endpoint)
@@ -122,6 +128,19 @@ class Deliverer:
         pipeline = self.pipeline
         message = pipeline.message_serde.decode(event.value)
         annotate(message)
+        delivery_id = message["delivery_id"]
+        while (under_way := self._in_flight.get(delivery_id)) is not None:
+            await under_way.wait()
+        self._in_flight[delivery_id] = done = asyncio.Event()
+        try:
+            await self._attempt(event, message, channel, channel_name)
+        finally:
+            del self._in_flight[delivery_id]
+            done.set()
+
+    async def _attempt(self, event: faust.EventT[bytes], message: dict[str, Any],
+                       channel: Channel, channel_name: str) -> None:
+        pipeline = self.pipeline
         delivery_id = message["delivery_id"]
         if self.ledger.get(delivery_id) is not None:
             await pipeline.emit_status(message, "duplicate", reason="already delivered")

@@ -279,3 +279,30 @@ async def test_breaker_opens_on_an_outage_and_recovers(tidings_env, worker, rece
     await receiver.wait_for(8, timeout=90)
     assert {r.payload["data"]["notification_id"] for r in receiver.delivered} == set(ids)
     assert all(n == 1 for n in receiver.by_id().values())
+
+
+async def test_copies_of_one_delivery_in_flight_at_once_send_it_once(tidings_env, worker,
+                                                                     receiver, read_topic):
+    """The deliver stage runs many attempts at once; copies of one delivery (a replay or a
+    redrive racing the original) must still reach the receiver once."""
+    from agents.route import channel_messages
+    from streams.requests import normalize_request
+
+    copies = 20
+    (message,) = channel_messages(normalize_request(request(receiver, "racer")))
+    value = serde("ChannelMessage").encode(message)
+    statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
+    worker()
+    producer = Producer({"bootstrap.servers": tidings_env["TIDINGS_KAFKA_BOOTSTRAP"],
+                         "linger.ms": 50})
+    for _ in range(copies):  # one batch: the worker fetches them together
+        producer.produce(tidings_env.topic("channel.webhook"), key=b"acme/racer", value=value)
+    producer.flush(10)
+
+    records = await statuses.wait_until(
+        lambda r: len(statuses_of(r, "delivered")) + len(statuses_of(r, "duplicate")) >= copies,
+        60,
+    )
+    assert len(statuses_of(records, "delivered")) == 1
+    assert len(statuses_of(records, "duplicate")) == copies - 1
+    assert receiver.by_id() == {message["delivery_id"]: 1}
