@@ -15,6 +15,7 @@
     tidings insights               delivery rates, latency, failures and anomalies per tenant
     tidings hold list|release      requests the runaway guard held
     tidings templates ...          publish, list, show, activate a tenant's templates
+    tidings rules|preferences|events ...   rules, users' preferences, domain events
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(help=__doc__)
+@click.group(help="Tidings: multi-tenant notifications on Apache Kafka. "
+                   "`tidings COMMAND --help` explains one command.")
 def main() -> None:
     pass
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -70,7 +71,10 @@ def kafka_describe(bootstrap: str, *groups: str) -> set[Row]:
     """Rows of `kafka-consumer-groups --describe`, from Kafka's own tool."""
     java = shutil.which("java")
     assert java, "java is needed for Kafka's ConsumerGroupCommand"
-    command = [java, "-Xmx256m", "-cp", f"{kafka_local.fetch()}/*",
+    # Kafka's log4j2 configuration in the jars writes to ${kafka.logs.dir}: a scratch folder,
+    # not a folder of that literal name in the working directory.
+    logs = tempfile.mkdtemp(prefix="kafka-tool-logs-")
+    command = [java, "-Xmx256m", f"-Dkafka.logs.dir={logs}", "-cp", f"{kafka_local.fetch()}/*",
                "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
                "--bootstrap-server", bootstrap, "--describe"]
     for group in groups:
