@@ -6,6 +6,7 @@ retry tier with a due time; the delay line hands them to the channel topic when 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,14 +74,14 @@ class Dispatcher:
         """`partition`: the partition of the event being processed; table writes go there."""
         pipeline, settings, state = self.pipeline, self.settings, self.state
         annotate(request)
-        # Opt-outs and quiet hours come before the limits: a suppressed or parked message
-        # takes no slot.
-        if (narrowed := await self.preferences.apply(key, request)) is None:
+        # Opt-outs and quiet hours come before the limits: a suppressed message, or one
+        # that waits for the end of the user's quiet hours, takes no slot.
+        if (applied := await self.preferences.apply(request)) is None:
             return
-        request = narrowed
+        request, quiet_until = applied.request, applied.defer_until_ms
         now = now_ms()
         due = now
-        if request["priority"] != "critical":
+        if quiet_until is None and request["priority"] != "critical":
             # Critical notifications (security alerts, outages) bypass the limits.
             limits = limits_for(request, settings, partition)
             states = {k: self._read(k) for k in limits}
@@ -108,27 +109,37 @@ class Dispatcher:
         send_at = request.get("send_at")
         if send_at and send_at > due:
             due = send_at
+        if quiet_until is not None and quiet_until > due:
+            due = quiet_until
         # Enrichment (language, sentiment, entities, spam score): `review.context` is the
         # renderer's extra template context; `review.redact` cleans insecure channels' text.
         review = await self.enrich.review(request)
         if review.quarantined:
             return
         messages = await self.renderer.channel_messages(
-            request, extra=review.context,
+            request, extra=review.context, preferred_locale=applied.locale,
             detected_language=review.context.get("detected_language"),
         )  # None: dead-lettered
         for message in messages or ():
             message = review.redact(message)
             if due > now:
                 await pipeline.park(key, message, due)
-                await pipeline.emit_status(
-                    message, "deferred", reason="send_at" if due == send_at else "rate limit"
-                )
+                await pipeline.emit_status(message, "deferred", **_deferral(due, send_at,
+                                                                            quiet_until))
             else:
                 await pipeline.send(
                     pipeline.channels[message["channel"]], key,
                     pipeline.message_serde.encode(message),
                 )
+
+
+def _deferral(due: int, send_at: int | None, quiet_until: int | None) -> dict[str, Any]:
+    """The reason (and details) of a `deferred` status."""
+    if due == quiet_until:
+        until = datetime.datetime.fromtimestamp(due / 1000, tz=datetime.UTC).isoformat()
+        return {"reason": f"quiet hours until {until}",
+                "details": {"cause": "quiet_hours", "until": until}}
+    return {"reason": "send_at" if due == send_at else "rate limit"}
 
 
 def register(app: faust.App, pipeline: Pipeline) -> Dispatcher:

@@ -10,16 +10,18 @@ stored one replaces it.
 
 What `apply` does with the decision (agents/preference_policy.py):
     suppressed channel  → `suppressed` status (reason, details: cause, category), not sent
-    quiet hours         → every channel message parked until the window ends (retry tiers,
-                          like a deferral), a `deferred` status with details; not dropped
+    quiet hours         → the request goes on with `defer_until_ms`: the dispatch stage
+                          enriches and renders it, then parks every message until the window
+                          ends (retry tiers, like a deferral), with a `deferred` status and
+                          details; not dropped, and it takes no rate-limit slot
     the rest            → the request goes on, narrowed to the channels left, with the user's
                           locale and time zone filled into the recipient when it had none
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -40,6 +42,16 @@ _REASONS = {
     "channel_opt_out": "the user opted out of {channel}",
     "not_preferred": "{channel} is not among the user's preferred channels",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What the preferences let go on: the request narrowed to the channels left, when it
+    may go (the end of the user's quiet hours, or None for now), and the user's locale."""
+
+    request: dict[str, Any]
+    defer_until_ms: int | None = None
+    locale: str | None = None
 
 
 class Preferences:
@@ -72,31 +84,21 @@ class Preferences:
         if record["kind"] == "change":
             await self.topic.send(key=key, value=self.serde.encode(state))
 
-    async def apply(self, key: bytes | None, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The request as the user's preferences let it go on, or None when nothing is left
-        to send now (every channel suppressed, or parked until the quiet hours end)."""
+    async def apply(self, request: dict[str, Any]) -> Applied | None:
+        """The request as the user's preferences let it go on, or None when every channel
+        is suppressed."""
         recipient = request["recipients"][0]
         preferences = self.lookup(request["tenant_id"], recipient["user_id"])
         if preferences is None:
-            return request
+            return Applied(request)
         now = now_ms()
         decision = decide(request, preferences, now, self.required)
         await self._suppress(request, decision)
         if not decision.channels:
             return None
-        request = narrowed(request, decision)
-        if decision.defer_until_ms is not None and decision.defer_until_ms > now:
-            due = max(decision.defer_until_ms, request.get("send_at") or 0)
-            until = datetime.datetime.fromtimestamp(decision.defer_until_ms / 1000,
-                                                    tz=datetime.UTC).isoformat()
-            for message in channel_messages(request):
-                await self.pipeline.park(key, message, due)
-                await self.pipeline.emit_status(
-                    message, "deferred", reason=f"quiet hours until {until}",
-                    details={"cause": "quiet_hours", "until": until},
-                )
-            return None
-        return request
+        defer = decision.defer_until_ms
+        return Applied(narrowed(request, decision),
+                       defer if defer is not None and defer > now else None, decision.locale)
 
     async def _suppress(self, request: dict[str, Any], decision: PreferenceDecision) -> None:
         for channel, cause in decision.suppressed.items():

@@ -215,3 +215,43 @@ def test_versions_are_immutable_and_one_is_active(tidings_env, create_topics, tm
 
     with pytest.raises(Exception, match="already published; versions are immutable"):
         republish()
+
+
+async def test_a_templated_notification_in_quiet_hours_goes_out_rendered_when_they_end(
+        tidings_env, worker, receiver, read_topic):
+    """Quiet hours defer the message after enrichment and rendering, so what is delivered at
+    the window's end is the rendered message, in the locale the user prefers."""
+    import datetime
+
+    from streams.preferences import PreferencesClient
+
+    settings = tidings_env.settings()
+    worker()
+    cli(tidings_env, "publish", "--tenant", "acme", "--activate", *map(str, SAMPLES))
+    now = datetime.datetime.now(datetime.UTC)
+    quiet_end = now + datetime.timedelta(seconds=8)
+    window = f"{(now - datetime.timedelta(minutes=1)):%H:%M:%S}-{quiet_end:%H:%M:%S}"
+
+    def prefer() -> None:
+        with PreferencesClient(settings) as preferences:
+            preferences.change("acme", "u-quiet", [
+                ("set_quiet_hours", window), ("set_timezone", "UTC"), ("set_locale", "de"),
+            ])
+
+    prefs = read_topic(tidings_env.topic("preferences"), "Preferences")
+    await asyncio.to_thread(prefer)
+    await prefs.wait_until(lambda r: any(p["kind"] == "state" for p in r), 60)
+    statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
+    (quiet,) = await publish(tidings_env, [templated("order-shipped", ["webhook"], {
+        "user_id": "u-quiet", "webhook_url": f"{receiver.url}/hook", "locale": "fr",
+    }, ORDER)])
+
+    (hook,) = await receiver.wait_for(1, timeout=60)
+    assert hook.received_at >= quiet_end.timestamp() - 1
+    assert hook.payload["data"]["title"] == "Bestellung A-1042 wurde versandt"
+    assert hook.payload["data"]["locale"] == "de"
+    records = await statuses.wait_until(
+        lambda r: any(s["status"] == "delivered" for s in r), 30)
+    (deferred,) = [s for s in records if s["status"] == "deferred"]
+    assert deferred["notification_id"] == quiet
+    assert deferred["details"]["cause"] == "quiet_hours"
