@@ -117,8 +117,9 @@ class Settings(BaseSettings):
     smtp_ca_file: str | None = None
     smtp_timeout_s: float = Field(60.0, gt=0)
     smtp_max_connections: int = Field(4, ge=1)
-    # The one-click unsubscribe endpoint that `tidings api` serves (streams/unsubscribe.py).
-    email_unsubscribe_url: str = "http://127.0.0.1:8080/v1/unsubscribe?token={token}"
+    # List-Unsubscribe URL. `tidings api` serves the one-click endpoint (streams/unsubscribe.py)
+    # at /v1/unsubscribe?token={token}; the {token} placeholder needs TIDINGS_UNSUBSCRIBE_SECRET.
+    email_unsubscribe_url: str = "http://127.0.0.1:6066/v1/unsubscribe?d={delivery_id}"
 
     # SMS, Twilio Messages API: a sender number or a Messaging Service.
     twilio_account_sid: str | None = None
