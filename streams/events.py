@@ -27,6 +27,7 @@ from streams.keyed import KeyedProducer
 from streams.requests import now_ms
 from streams.serde import serde
 from streams.settings import Settings
+from streams.tracing import publish_span
 
 __all__ = ["EventPublisher", "event_key", "normalize_event"]
 
@@ -116,7 +117,11 @@ class EventPublisher:
     def send(self, event: Mapping[str, Any]) -> str:
         """Check, encode and enqueue one event; `flush` waits for the broker's ack."""
         record = normalize_event(event)
-        self._producer.send(self._topic, event_key(record), self._serde.encode(record))
+        # The trace of every notification a rule makes of this event starts here; its
+        # context rides in the record's headers to the rules stage and on.
+        with publish_span(record) as trace_headers:
+            self._producer.send(self._topic, event_key(record), self._serde.encode(record),
+                                headers=list(trace_headers))
         return str(record["event_id"])
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -60,8 +60,10 @@ class KeyedProducer:
         if error is not None:
             self._errors.append(f"{message.key()!r}: {error.str()}")
 
-    def send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+    def send(self, topic: str, key: bytes, value: bytes | None,
+             headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+        self._producer.produce(topic, value=value, key=key, headers=headers,
+                               on_delivery=self._on_delivery)
         self._producer.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> None:

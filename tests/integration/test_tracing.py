@@ -162,3 +162,42 @@ async def test_one_trace_per_notification_through_retry_fan_out_and_dead_letter(
     assert all(s.parent_span_id for s in collector.spans), [
         s.name for s in collector.spans if not s.parent_span_id]
     assert {s.service for s in collector.spans} == {"tidings-worker"}
+
+
+async def test_a_domain_event_and_the_notification_a_rule_makes_of_it_are_one_trace(
+    tidings_env, collector, receiver, worker, span_exporter
+):
+    from streams.events import EventPublisher
+    from streams.rules import RulesClient
+
+    settings = tidings_env.settings()
+    span_exporter.clear()
+    worker(TIDINGS_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="200")
+
+    def put_rule_and_publish() -> str:
+        with RulesClient(settings) as rules:
+            rules.put({
+                "tenant_id": "acme", "rule_id": "shipped", "event_type": "order.shipped",
+                "condition": "true", "channels": ["webhook"], "category": "orders",
+                "recipients": [{"user_id": "subject_id", "webhook_url": "payload.hook"}],
+                "title": "Order ${order_id} shipped",
+            })
+        with EventPublisher(settings) as events:
+            return events.publish({
+                "event_id": "evt-trace-1", "tenant_id": "acme", "event_type": "order.shipped",
+                "subject_id": "u-trace", "payload": {"order_id": "17",
+                                                     "hook": f"{receiver.url}/hook"},
+            })
+
+    await asyncio.to_thread(put_rule_and_publish)
+    (root,) = [s for s in span_exporter.get_finished_spans() if s.name == "publish"]
+    trace_id = format(root.context.trace_id, "032x")
+    await receiver.wait_for(1, timeout=90)
+    await collector.wait_for(
+        lambda _: any(s.name == "send webhook" for s in collector.trace(trace_id)),
+        timeout=60, what="the delivery attempt in the event's trace",
+    )
+    spans = collector.trace(trace_id)
+    assert_one_tree(spans, format(root.context.span_id, "016x"))
+    stages = {s.name for s in spans if "tidings.stage" in s.attributes}
+    assert {"rules", "intake", "deliver"} <= stages, names(spans)
