@@ -44,10 +44,6 @@ def limits_for(request: Mapping[str, Any], settings: Any, partition: int) -> dic
     return limits
 
 
-def _is_shared(key: str) -> bool:
-    return not key.startswith("u/")
-
-
 class Dispatcher:
     """Rate limit and route one single-recipient request (the `dispatch` stage's logic)."""
 
@@ -55,18 +51,18 @@ class Dispatcher:
         self.pipeline = pipeline
         self.settings = pipeline.settings
         self.state = app.Table("rate-limits", default=None, partitions=self.settings.partitions)
-        self.shared = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
+        self.tats = WriteBehind(int(self.settings.rate_checkpoint_s * 1000))
         self.enrich = EnrichStage(app, pipeline)
         self.preferences = preferences.attach(app, pipeline)
         self.renderer = Renderer(app, pipeline)
 
         @app.on_partitions_revoked.connect
-        async def _forget_shared(*_: Any, **__: Any) -> None:
-            self.shared.forget()
+        async def _forget_tats(*_: Any, **__: Any) -> None:
+            self.tats.forget()
 
     def _read(self, key: str) -> float | None:
-        if key in self.shared:
-            return self.shared.get(key)
+        if key in self.tats:
+            return self.tats.get(key)
         value: float | None = self.state.get(key)
         return value
 
@@ -91,11 +87,8 @@ class Dispatcher:
                 max_defer_ms=settings.retry_tiers_s[-1] * 1000,
             )
             for k, tat in updates.items():
-                if _is_shared(k):
-                    self.shared.put(partition, k, tat)
-                else:
-                    state[k] = tat
-            for k, tat in self.shared.due(partition, now).items():
+                self.tats.put(partition, k, tat)
+            for k, tat in self.tats.due(partition, now).items():
                 state[k] = tat
             if decision.outcome != ALLOW:
                 pipeline.observe.rate_limited(request["tenant_id"], states, limits, now)

@@ -89,20 +89,23 @@ def decide(
 
 
 class WriteBehind:
-    """Keep the TATs that many requests share (a tenant's, a tenant-channel's) in memory and
-    hand them to the table at most once per `every_ms` per partition.
+    """Keep TATs in memory and hand them to the table at most once per `every_ms` per
+    partition, and only those that still matter.
 
-    Every table write is a changelog record; the shared keys are touched by nearly every
-    request, so writing them each time would cost two extra records per request for state
-    that a checkpoint keeps nearly as well. What a crash or a rebalance can lose is the last
-    `every_ms` of advances on those keys: the limit may admit up to that much extra traffic
-    once, after a restart. Per-user TATs are not kept here; they are written every time.
+    Every table write is a changelog record. A tenant's and a tenant-channel's TATs are
+    touched by nearly every request; a user's TAT is touched once per request of that user
+    and, at any realistic per-user rate, has run out (TAT <= now: the same as no state) well
+    before a restarted worker could read it. So a checkpoint writes each partition's changed
+    TATs that are still in the future, and forgets the ones that are not. What a crash or a
+    rebalance can lose is the last `every_ms` of advances: the limits may admit up to that
+    much extra traffic once, after a restart.
     """
 
     def __init__(self, every_ms: int) -> None:
         self.every_ms = every_ms
         self._values: dict[str, float] = {}
-        self._dirty: dict[int, dict[str, float]] = {}
+        self._keys: dict[int, set[str]] = {}
+        self._dirty: dict[int, set[str]] = {}
         self._checkpointed_at: dict[int, int] = {}
 
     def __contains__(self, key: str) -> bool:
@@ -113,18 +116,26 @@ class WriteBehind:
 
     def put(self, partition: int, key: str, tat: float) -> None:
         self._values[key] = tat
-        self._dirty.setdefault(partition, {})[key] = tat
+        self._keys.setdefault(partition, set()).add(key)
+        self._dirty.setdefault(partition, set()).add(key)
 
     def due(self, partition: int, now_ms: int) -> dict[str, float]:
-        """The entries of `partition` to write now: all its dirty ones once `every_ms` has
-        passed since its last checkpoint, else none."""
+        """The entries of `partition` to write now: once `every_ms` has passed since its last
+        checkpoint, the changed ones still in the future (the rest are dropped from memory
+        too); else none."""
         if now_ms - self._checkpointed_at.get(partition, 0) < self.every_ms:
             return {}
         self._checkpointed_at[partition] = now_ms
-        return self._dirty.pop(partition, {})
+        dirty = self._dirty.pop(partition, set())
+        keys = self._keys.get(partition, set())
+        for key in [k for k in keys if self._values[k] <= now_ms]:
+            keys.discard(key)
+            del self._values[key]
+        return {k: self._values[k] for k in dirty if k in self._values}
 
     def forget(self) -> None:
         """Drop everything (on a rebalance): the table, recovered, is the truth again."""
         self._values.clear()
+        self._keys.clear()
         self._dirty.clear()
         self._checkpointed_at.clear()

@@ -267,33 +267,43 @@ def test_any_limit_over_drops(states: dict[str, float | None], outcome: str) -> 
     assert decision.outcome == outcome
 
 
-# --- WriteBehind: shared TATs in memory, checkpointed per partition -----------------------
+# --- WriteBehind: TATs in memory, checkpointed per partition ------------------------------
 
 
 def test_write_behind_reads_what_was_put_before_any_checkpoint():
-    shared = WriteBehind(every_ms=1_000)
-    shared.put(3, "t/acme/3", 1_500.0)
-    assert "t/acme/3" in shared
-    assert shared.get("t/acme/3") == 1_500.0
-    assert "t/other/3" not in shared
+    tats = WriteBehind(every_ms=1_000)
+    tats.put(3, "t/acme/3", 1_500.0)
+    assert "t/acme/3" in tats
+    assert tats.get("t/acme/3") == 1_500.0
+    assert "t/other/3" not in tats
 
 
 def test_write_behind_checkpoints_a_partition_once_per_interval():
-    shared = WriteBehind(every_ms=1_000)
-    assert shared.due(3, now_ms=10_000) == {}  # nothing dirty yet; the clock starts
-    shared.put(3, "t/acme/3", 1.0)
-    shared.put(3, "t/acme/3", 2.0)
-    shared.put(5, "c/acme/sms/5", 7.0)
-    assert shared.due(3, now_ms=10_500) == {}  # within the interval
-    assert shared.due(3, now_ms=11_000) == {"t/acme/3": 2.0}  # the latest value only
-    assert shared.due(3, now_ms=12_500) == {}  # written; nothing new since
-    assert shared.due(5, now_ms=12_500) == {"c/acme/sms/5": 7.0}  # partitions apart
-    assert shared.get("t/acme/3") == 2.0  # still served from memory
+    tats = WriteBehind(every_ms=1_000)
+    assert tats.due(3, now_ms=10_000) == {}  # nothing changed yet; the clock starts
+    tats.put(3, "t/acme/3", 20_000.0)
+    tats.put(3, "t/acme/3", 21_000.0)
+    tats.put(5, "c/acme/sms/5", 30_000.0)
+    assert tats.due(3, now_ms=10_500) == {}  # within the interval
+    assert tats.due(3, now_ms=11_000) == {"t/acme/3": 21_000.0}  # the latest value only
+    assert tats.due(3, now_ms=12_500) == {}  # written; nothing new since
+    assert tats.due(5, now_ms=12_500) == {"c/acme/sms/5": 30_000.0}  # partitions apart
+    assert tats.get("t/acme/3") == 21_000.0  # still served from memory
+
+
+def test_write_behind_neither_writes_nor_keeps_what_has_run_out():
+    """A TAT at or before now is the same as no state: not worth a changelog record."""
+    tats = WriteBehind(every_ms=1_000)
+    tats.put(0, "u/acme/ann", 10_400.0)  # runs out before the checkpoint
+    tats.put(0, "u/acme/bob", 99_000.0)
+    assert tats.due(0, now_ms=11_000) == {"u/acme/bob": 99_000.0}
+    assert "u/acme/ann" not in tats
+    assert tats.get("u/acme/bob") == 99_000.0
 
 
 def test_write_behind_forget_drops_values_and_pending_writes():
-    shared = WriteBehind(every_ms=1)
-    shared.put(0, "t/acme/0", 5.0)
-    shared.forget()
-    assert "t/acme/0" not in shared
-    assert shared.due(0, now_ms=10**12) == {}
+    tats = WriteBehind(every_ms=1)
+    tats.put(0, "t/acme/0", 5.0)
+    tats.forget()
+    assert "t/acme/0" not in tats
+    assert tats.due(0, now_ms=10**12) == {}
