@@ -31,7 +31,9 @@ def api() -> None:
 
     settings = _settings()
     level = {"crit": "critical", "warn": "warning"}.get(settings.log_level, settings.log_level)
-    app = create_api(settings, extra_routers=[unsubscribe_router(settings)])
+    # One-click unsubscribe (RFC 8058) needs the key its tokens are signed with.
+    routers = [unsubscribe_router(settings)] if settings.unsubscribe_secret is not None else []
+    app = create_api(settings, extra_routers=routers)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port,
                 log_level=level, proxy_headers=True, server_header=False)
 

@@ -29,11 +29,15 @@ from streams.serde import serde
 # A run is saturated when the worker falls this far behind the publisher: what it measures
 # from then on is the queue, not the latency, so publishing stops there.
 _SATURATED_BACKLOG_S = 5.0
+# The stages a notification passes through from publish to delivery.
+PATH_STAGES = ["intake", "dispatch", "deliver", "delay_line"]
 
 
 def latency(ctx: Context, seconds: float, rate: float, *, commit_interval_s: float = 1.0,
             warmup: int = 50, drain_s: float = 30.0) -> dict[str, Any]:
-    """Publish `rate` requests/s for `seconds` through a worker running every stage; the
+    """Publish `rate` requests/s for `seconds` through one worker running the stages on the
+    publish → delivered path (intake, dispatch, deliver, delay line: not rules or analytics,
+    which a deployment runs where it likes, TIDINGS_STAGES); the
     latency of each is its `delivered` status's latency_ms (delivered at - created_at, the
     publish time). A request not delivered by the end of the drain counts with the latency
     it had reached then, so the percentiles of a saturated run are lower bounds."""
@@ -42,9 +46,9 @@ def latency(ctx: Context, seconds: float, rate: float, *, commit_interval_s: flo
     ctx.monitor.watch(f"{prefix}-receiver", receiver.pid)
     status = settings.topic("status")
     watch = kafka_io.Watermarks(ctx.bootstrap, status)
-    ctx.say(f"  starting 1 worker with every stage (commit interval {commit_interval_s:g} s); "
-            "warming up")
-    procs = start_workers(ctx, prefix, 1, None,
+    ctx.say(f"  starting 1 worker with the stages {', '.join(PATH_STAGES)} (commit interval "
+            f"{commit_interval_s:g} s); warming up")
+    procs = start_workers(ctx, prefix, 1, PATH_STAGES,
                            TIDINGS_COMMIT_INTERVAL_S=str(commit_interval_s),
                            **processes.loopback_delivery_env())
     name = procs[0].name

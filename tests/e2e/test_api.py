@@ -342,3 +342,16 @@ async def test_without_a_broker_it_is_alive_not_ready_and_posts_get_503(tidings_
             assert posted.headers["retry-after"] == "1"
     finally:
         replica.stop()
+
+
+async def test_one_click_unsubscribe_is_served_when_its_secret_is_set(start_api, tidings_env):
+    async with httpx.AsyncClient(base_url=start_api().url) as http:
+        without = (await http.get("/openapi.json")).json()["paths"]
+    tidings_env["TIDINGS_UNSUBSCRIBE_SECRET"] = "unsubscribe-test-secret-0123456789"
+    async with httpx.AsyncClient(base_url=start_api().url) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+        refused = await http.post("/v1/unsubscribe?token=not-a-token",
+                                  content="List-Unsubscribe=One-Click")
+    assert "/v1/unsubscribe" not in without
+    assert "/v1/unsubscribe" in paths
+    assert refused.status_code == 400
