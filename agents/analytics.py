@@ -31,6 +31,7 @@ from streams import window_stats as ws
 from streams.app import raw_topic
 from streams.serde import serde
 from streams.topics import ANALYTICS_WINDOWS_TABLE
+from streams.tracing import annotate
 
 STAGE = "analytics"
 
@@ -70,6 +71,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):
                 status = statuses.decode(event.value)
+                annotate(status)  # a status rides in its notification's trace
                 await by_tenant.send(key=status["tenant_id"].encode(), value=event.value,
                                      timestamp=status["occurred_at"] / 1000)
 
@@ -78,6 +80,7 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):
                 status = statuses.decode(event.value)
+                annotate(status)
                 tenant = status["tenant_id"]
                 series = tenants.get(tenant)
                 if series is None:
