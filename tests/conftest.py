@@ -87,6 +87,9 @@ def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
         TIDINGS_RATE_CHANNEL_PER_MIN="10000000",
         # The runaway guard would (rightly) hold a test's burst after its warm-up.
         TIDINGS_GUARD_ENABLED="false",
+        # The default List-Unsubscribe URL has a {token}: a worker with email enabled
+        # refuses to start without the secret that signs it (agents/channels.py).
+        TIDINGS_UNSUBSCRIBE_SECRET="unsubscribe-test-secret-0123456789",
         TIDINGS_LOG_LEVEL="warn",
     )
     yield env
