@@ -75,12 +75,15 @@ class Dispatcher:
         annotate(request)
         # Opt-outs and quiet hours come before the limits: a suppressed or parked message
         # takes no slot.
-        if (narrowed := await self.preferences.apply(key, request)) is None:
+        if (applied := await self.preferences.apply(key, request)) is None:
             return
-        request = narrowed
+        request, quiet = applied
         now = now_ms()
         due = now
-        if request["priority"] != "critical":
+        if quiet is not None:
+            # Parked (below, once rendered) until the user's quiet hours end.
+            due = quiet.until_ms
+        elif request["priority"] != "critical":
             # Critical notifications (security alerts, outages) bypass the limits.
             limits = limits_for(request, settings, partition)
             states = {k: self._read(k) for k in limits}
@@ -121,9 +124,14 @@ class Dispatcher:
             message = review.redact(message)
             if due > now:
                 await pipeline.park(key, message, due)
-                await pipeline.emit_status(
-                    message, "deferred", reason="send_at" if due == send_at else "rate limit"
-                )
+                if quiet is not None and due == quiet.until_ms:
+                    await pipeline.emit_status(message, "deferred", reason=quiet.reason,
+                                               details=quiet.details)
+                else:
+                    await pipeline.emit_status(
+                        message, "deferred",
+                        reason="send_at" if due == send_at else "rate limit",
+                    )
             else:
                 await pipeline.send(
                     pipeline.channels[message["channel"]], key,

@@ -10,8 +10,10 @@ stored one replaces it.
 
 What `apply` does with the decision (agents/preference_policy.py):
     suppressed channel  → `suppressed` status (reason, details: cause, category), not sent
-    quiet hours         → every channel message parked until the window ends (retry tiers,
-                          like a deferral), a `deferred` status with details; not dropped
+    quiet hours         → the request goes on with a `QuietHours` deferral: the dispatch
+                          stage renders, enriches and redacts it like any other, then parks
+                          its channel messages until the window ends (retry tiers, like a
+                          deferral; past the limits) with a `deferred` status and details
     the rest            → the request goes on, narrowed to the channels left, with the user's
                           locale and time zone filled into the recipient when it had none
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -40,6 +43,30 @@ _REASONS = {
     "channel_opt_out": "the user opted out of {channel}",
     "not_preferred": "{channel} is not among the user's preferred channels",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """A request to park until the user's quiet hours end (`until_ms`, epoch ms).
+
+    Parked by the dispatch stage after rendering, not here: a templated request has no
+    text before it is rendered, and what is sent at the window's end must be what the
+    template, enrichment and redaction made of it."""
+
+    until_ms: int
+
+    @property
+    def until(self) -> str:
+        return datetime.datetime.fromtimestamp(self.until_ms / 1000,
+                                               tz=datetime.UTC).isoformat()
+
+    @property
+    def reason(self) -> str:
+        return f"quiet hours until {self.until}"
+
+    @property
+    def details(self) -> dict[str, str]:
+        return {"cause": "quiet_hours", "until": self.until}
 
 
 class Preferences:
@@ -72,13 +99,14 @@ class Preferences:
         if record["kind"] == "change":
             await self.topic.send(key=key, value=self.serde.encode(state))
 
-    async def apply(self, key: bytes | None, request: dict[str, Any]) -> dict[str, Any] | None:
-        """The request as the user's preferences let it go on, or None when nothing is left
-        to send now (every channel suppressed, or parked until the quiet hours end)."""
+    async def apply(self, key: bytes | None, request: dict[str, Any]
+                    ) -> tuple[dict[str, Any], QuietHours | None] | None:
+        """The request as the user's preferences let it go on, and its quiet-hours
+        deferral if any; None when nothing is left to send (every channel suppressed)."""
         recipient = request["recipients"][0]
         preferences = self.lookup(request["tenant_id"], recipient["user_id"])
         if preferences is None:
-            return request
+            return request, None
         now = now_ms()
         decision = decide(request, preferences, now, self.required)
         await self._suppress(request, decision)
@@ -86,17 +114,8 @@ class Preferences:
             return None
         request = narrowed(request, decision)
         if decision.defer_until_ms is not None and decision.defer_until_ms > now:
-            due = max(decision.defer_until_ms, request.get("send_at") or 0)
-            until = datetime.datetime.fromtimestamp(decision.defer_until_ms / 1000,
-                                                    tz=datetime.UTC).isoformat()
-            for message in channel_messages(request):
-                await self.pipeline.park(key, message, due)
-                await self.pipeline.emit_status(
-                    message, "deferred", reason=f"quiet hours until {until}",
-                    details={"cause": "quiet_hours", "until": until},
-                )
-            return None
-        return request
+            return request, QuietHours(decision.defer_until_ms)
+        return request, None
 
     async def _suppress(self, request: dict[str, Any], decision: PreferenceDecision) -> None:
         for channel, cause in decision.suppressed.items():

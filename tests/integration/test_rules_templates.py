@@ -9,6 +9,7 @@ user's preferences (de-DE).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import subprocess
 import sys
@@ -86,29 +87,44 @@ def parts(mail: ReceivedMail) -> tuple[str, str]:
             message.get_body(("html",)).get_content())
 
 
-async def test_a_domain_event_becomes_a_localized_email_and_sms(
-        tidings_env, smtp, twilio, worker, read_topic):
+@pytest.fixture
+def env(tidings_env, smtp, twilio):
     tidings_env.update(
         TIDINGS_ENABLED_CHANNELS='["email", "sms"]',
         TIDINGS_SMTP_HOST="127.0.0.1", TIDINGS_SMTP_PORT=str(smtp.port),
         TIDINGS_SMTP_TLS_MODE="none", TIDINGS_SMTP_FROM="Acme <notify@acme.example>",
         TIDINGS_TWILIO_ACCOUNT_SID=TWILIO_SID, TIDINGS_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         TIDINGS_TWILIO_FROM_NUMBER="+14155550199", TIDINGS_TWILIO_BASE_URL=twilio.url,
-        TIDINGS_UNSUBSCRIBE_SECRET="unsubscribe-test-secret-0123456789",
     )
-    worker()  # creates the topics first
-    published = templates_cli(tidings_env, "publish", "--tenant", "acme", "--activate",
+    return tidings_env
+
+
+def start(env: Any, worker: Any) -> Any:
+    """A worker (it creates the topics), the sample templates and the rule."""
+    worker()
+    published = templates_cli(env, "publish", "--tenant", "acme", "--activate",
                               *map(str, SAMPLES))
     assert "order-shipped\t1\tactive" in published.splitlines()
-    settings = tidings_env.settings()
+    settings = env.settings()
+    with RulesClient(settings) as rules:
+        rules.put(RULE)
+    return settings
+
+
+def publish_events(settings: Any, events: list[dict[str, Any]]) -> None:
+    with EventPublisher(settings) as publisher:
+        publisher.publish_many(events)
+
+
+async def test_a_domain_event_becomes_a_localized_email_and_sms(
+        env, smtp, twilio, worker, read_topic):
+    settings = await asyncio.to_thread(start, env, worker)
 
     def setup() -> None:
-        with RulesClient(settings) as rules:
-            rules.put(RULE)
         with PreferencesClient(settings) as preferences:
             preferences.change("acme", "lena", [("set_locale", "de-DE")])
 
-    prefs = read_topic(tidings_env.topic("preferences"), "Preferences")
+    prefs = read_topic(env.topic("preferences"), "Preferences")
     await asyncio.to_thread(setup)
     # The preferences stage folded the change (it writes the state back): lena's locale is
     # known before her event arrives.
@@ -121,12 +137,8 @@ async def test_a_domain_event_becomes_a_localized_email_and_sms(
         shipped("evt-de", "1003", "lena", "+14155550103"),  # no locale in the event
     ]
 
-    def publish() -> None:
-        with EventPublisher(settings) as publisher:
-            publisher.publish_many(events)
-
-    statuses = read_topic(tidings_env.topic("status"), "DeliveryStatus")
-    await asyncio.to_thread(publish)
+    statuses = read_topic(env.topic("status"), "DeliveryStatus")
+    await asyncio.to_thread(publish_events, settings, events)
     mails = await smtp.wait_for(3, timeout=120)
     texts = await twilio.wait_for(3, timeout=60)
     mail = {m.message["To"]: m for m in mails}
@@ -167,3 +179,39 @@ async def test_a_domain_event_becomes_a_localized_email_and_sms(
                        ("evt-de", "email"): "de", ("evt-de", "sms"): "de"}
     assert all(r["details"]["rule_id"] == RULE["rule_id"] for r in of(records, "delivered"))
     assert all(r["details"]["template_id"] == "order-shipped" for r in of(records, "rendered"))
+
+
+async def test_a_templated_notification_in_quiet_hours_arrives_rendered_when_they_end(
+        env, smtp, twilio, worker, read_topic):
+    """Quiet hours park the messages after rendering: what is sent at the window's end is
+    the template's French text (it used to be parked unrendered, with no text at all)."""
+    settings = await asyncio.to_thread(start, env, worker)
+    prefs = read_topic(env.topic("preferences"), "Preferences")
+    # A quiet window that started a minute ago and ends in 12 s (UTC wall times).
+    now = datetime.datetime.now(datetime.UTC)
+    quiet_end = now + datetime.timedelta(seconds=12)
+    window = f"{(now - datetime.timedelta(minutes=1)):%H:%M:%S}-{quiet_end:%H:%M:%S}"
+
+    def change() -> None:
+        with PreferencesClient(settings) as preferences:
+            preferences.change("acme", "marie", [("set_quiet_hours", window),
+                                                 ("set_timezone", "UTC")])
+
+    await asyncio.to_thread(change)
+    await prefs.wait_until(lambda r: any(p["kind"] == "state" for p in r), 90)
+    statuses = read_topic(env.topic("status"), "DeliveryStatus")
+    await asyncio.to_thread(publish_events, settings, [
+        shipped("evt-quiet", "2001", "marie", "+14155550104", locale="fr-FR")])
+    records = await statuses.wait_until(lambda r: len(of(r, "deferred")) == 2, 60)
+    assert all(r["details"]["cause"] == "quiet_hours" for r in of(records, "deferred"))
+    assert not smtp.received and not twilio.messages
+
+    (mail,) = await smtp.wait_for(1, timeout=60)
+    (sms,) = await twilio.wait_for(1, timeout=30)
+    assert mail.message["Subject"] == "Votre commande 2001 a été expédiée"
+    assert mail.message["Content-Language"] == "fr"
+    assert "Bonne nouvelle : votre commande **2001**" in parts(mail)[0]
+    assert sms.body == "Commande 2001 expédiée. Livraison prévue le 4 mars 2026."
+    records = await statuses.wait_until(lambda r: len(of(r, "delivered")) == 2, 30)
+    assert all(r["occurred_at"] >= int(quiet_end.timestamp() * 1000) - 1000
+               for r in of(records, "delivered"))
