@@ -10,8 +10,11 @@ enrichment (a template) is redacted too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+import markupsafe
+import orjson
 import phonenumbers
 
 # Bounded parts (RFC 5321 §4.5.3.1: local part <= 64 octets, labels <= 63) starting at a
@@ -63,6 +66,50 @@ def redact(text: str, people: Iterable[str] = (), *, region: str = "US") -> str:
     for name in sorted({p.strip() for p in people if len(p.strip()) > 1}, key=len, reverse=True):
         text = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)", PLACEHOLDERS["person"], text)
     return text
+
+
+def redact_tree(value: Any, people: Iterable[str] = (), *, region: str = "US") -> Any:
+    """Every string leaf of a JSON value (a Slack block list, a webhook payload) redacted;
+    keys and structure stay, so the result is the same shape of JSON."""
+    if isinstance(value, str):
+        return redact(value, people, region=region)
+    if isinstance(value, Mapping):
+        return {key: redact_tree(item, people, region=region) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_tree(item, people, region=region) for item in value]
+    return value
+
+
+def redact_html(text: str, people: Iterable[str] = (), *, region: str = "US") -> str:
+    """An HTML document redacted like text; names also in their escaped form (Jinja's
+    autoescape, i.e. MarkupSafe, writes "O'Brien" as "O&#39;Brien")."""
+    people = list(people)
+    return redact(text, [*people, *(str(markupsafe.escape(p)) for p in people)], region=region)
+
+
+# The personal parts of a ChannelMessage, and of each of its rendered fallbacks (the same
+# names: agents/route.py `with_rendered`): text, HTML, JSON text (blocks, payload), a map.
+_JSON_TEXT = ("blocks", "payload")
+
+
+def redact_parts(parts: Mapping[str, Any], people: Iterable[str] = (), *, region: str = "US"
+                 ) -> dict[str, Any]:
+    """A message's (or a rendered fallback's) title, body, html, blocks, payload and data
+    redacted; other fields as they are."""
+    people = list(people)
+    out = dict(parts)
+    for name in ("title", "body"):
+        if out.get(name):
+            out[name] = redact(out[name], people, region=region)
+    if out.get("html"):
+        out["html"] = redact_html(out["html"], people, region=region)
+    for name in _JSON_TEXT:
+        if out.get(name):
+            tree = redact_tree(orjson.loads(out[name]), people, region=region)
+            out[name] = orjson.dumps(tree).decode()
+    if out.get("data"):
+        out["data"] = redact_tree(out["data"], people, region=region)
+    return out
 
 
 def _replace(text: str, spans: list[tuple[int, int]], placeholder: str) -> str:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import faust
+import orjson
 
 from agents.enrich import Enrichment, enrich_batch, text_of
 from agents.enrichment import models
 from agents.enrichment.batcher import MicroBatcher
 from agents.enrichment.quarantine import is_released, quarantine_key, quarantined
-from agents.enrichment.redact import redact
+from agents.enrichment.redact import redact_parts
 from streams.app import raw_topic
 from streams.settings import Settings
 
@@ -57,9 +58,18 @@ class Review:
         if not channels & self.insecure_channels:
             return message
         people = self.enrichment.people() if self.enrichment else []
-        for name in ("title", "body"):
-            if message.get(name):
-                message[name] = redact(message[name], people, region=self.phone_region)
+        region = self.phone_region
+        # A rendered message carries more than title and body: the template's HTML, Slack
+        # blocks, webhook payload, the data (push data is merged into it; a webhook sends it
+        # whole) and the parts rendered for each fallback channel. All of them are redacted.
+        message.update(redact_parts(message, people, region=region))
+        fallbacks = message.get("rendered_fallbacks")
+        if fallbacks:
+            message["rendered_fallbacks"] = {
+                channel: orjson.dumps(redact_parts(orjson.loads(parts), people, region=region)
+                                      ).decode()
+                for channel, parts in fallbacks.items()
+            }
         return message
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,47 @@ def test_only_insecure_channels_are_redacted() -> None:
     assert review.redact(message("email")) == message("email")
     # The fallback copies this text: a message that may fail over to SMS is redacted too.
     assert review.redact(message("email", ("sms",)))["title"] == "For [name]"
+
+
+def rendered(channel: str, fallback: tuple[str, ...] = ()) -> dict:
+    """A templated message (agents/route.py `with_rendered`): every personal part set."""
+    parts = {
+        "title": "For Ada Lovelace", "body": "Mail ada@example.com",
+        "html": "<p>Dear Ada Lovelace, card 4111 1111 1111 1111</p>",
+        "blocks": json.dumps([{"type": "section",
+                               "text": {"type": "mrkdwn", "text": "*Ada Lovelace* called"}}]),
+        "payload": json.dumps({"caller": {"name": "Ada Lovelace", "phone": "+1 415 555 2671"},
+                               "count": 2}),
+        "data": {"contact": "ada@example.com", "order_id": "A-1042"},
+    }
+    return {"channel": channel, "fallback_channels": list(fallback), **parts,
+            "rendered_fallbacks": {c: json.dumps(parts) for c in fallback}}
+
+
+def test_every_rendered_part_is_redacted_on_an_insecure_channel() -> None:
+    review = Review(ENRICHED, insecure_channels=frozenset({"webhook", "sms"}))
+    out = review.redact(rendered("webhook", ("sms",)))
+    assert (out["title"], out["body"]) == ("For [name]", "Mail [email]")
+    assert out["html"] == "<p>Dear [name], card [card]</p>"
+    assert json.loads(out["blocks"]) == [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "*[name]* called"}}]
+    assert json.loads(out["payload"]) == {"caller": {"name": "[name]", "phone": "[phone]"},
+                                          "count": 2}
+    assert out["data"] == {"contact": "[email]", "order_id": "A-1042"}
+    sms = json.loads(out["rendered_fallbacks"]["sms"])
+    assert (sms["title"], sms["html"], sms["data"]["contact"]) == (
+        "For [name]", "<p>Dear [name], card [card]</p>", "[email]")
+    assert json.loads(sms["payload"])["caller"] == {"name": "[name]", "phone": "[phone]"}
+    assert "Ada" not in json.dumps(out) and "555" not in json.dumps(out)
+    # A secure channel that cannot fail over to an insecure one keeps everything.
+    assert review.redact(rendered("email", ("push",))) == rendered("email", ("push",))
+
+
+def test_names_escaped_by_the_html_autoescape_are_redacted() -> None:
+    who = Enrichment("en", Sentiment("neutral", 0.0), (Entity("Dan O'Brien", "person"),))
+    review = Review(who, insecure_channels=frozenset({"email"}))
+    out = review.redact({"channel": "email", "html": "<p>Dan O&#39;Brien</p>"})
+    assert out["html"] == "<p>[name]</p>"
 
 
 def test_the_template_context() -> None:
