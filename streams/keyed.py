@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import (
@@ -25,7 +24,7 @@ from confluent_kafka import (
 )
 
 from streams.errors import TidingsError
-from streams.publisher import PublishError
+from streams.publisher import PublishError, producer_config
 from streams.settings import Settings
 
 __all__ = ["KeyedProducer", "PublishError", "partition_for", "read_latest", "read_records"]
@@ -34,19 +33,6 @@ __all__ = ["KeyedProducer", "PublishError", "partition_for", "read_latest", "rea
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition the worker's producer puts `key` on (Kafka's murmur2, positive)."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def producer_config(settings: Settings, *, linger_ms: int = 5) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        # Idempotence implies acks=all and at most 5 in flight: no duplicates, no reordering
-        # on a retried batch (KIP-98).
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": linger_ms,
-        "compression.type": "lz4",
-        "partitioner": "murmur2_random",
-    }
 
 
 class KeyedProducer:

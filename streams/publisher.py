@@ -27,26 +27,28 @@ class PublishError(TidingsError):
     """The broker did not acknowledge a request; it may or may not have been written."""
 
 
+def producer_config(settings: Settings, *, linger_ms: int = 5) -> dict[str, Any]:
+    """librdkafka settings of every producer outside the worker."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        # Idempotence implies acks=all and at most 5 in-flight requests, so a retried batch is
+        # never duplicated or reordered (KIP-98). Spelled out for the reader.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": linger_ms,
+        "compression.type": "lz4",
+        # The workers (aiokafka, like the Java client) place keys with murmur2; librdkafka's
+        # default is CRC32. The same key must land on the same partition whoever writes it:
+        # per-user limits, dedup, preferences and the delivered ledger are partition-local.
+        "partitioner": "murmur2_random",
+    }
+
+
 class Publisher:
     def __init__(self, settings: Settings, *, linger_ms: int = 5) -> None:
         self._topic = settings.topic("requests")
         self._serde = serde("NotificationRequest")
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                # Idempotence implies acks=all and at most 5 in-flight requests, so a retried
-                # batch is never duplicated or reordered (KIP-98). Spelled out for the reader.
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                "compression.type": "lz4",
-                # The workers (aiokafka, like the Java client) place keys with murmur2;
-                # librdkafka's default is CRC32. The same key must land on the same partition
-                # whoever writes it: per-user limits, dedup and the delivered ledger are
-                # partition-local state.
-                "partitioner": "murmur2_random",
-            }
-        )
+        self._producer = Producer(producer_config(settings, linger_ms=linger_ms))
         self._errors: list[str] = []
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
