@@ -45,6 +45,29 @@ def offsets_at(settings: Settings, topic: str, partitions: Iterable[int], at_ms:
     return {tp.partition: tp.offset if tp.offset >= 0 else 2**62 for tp in found}
 
 
+def _watermarks(consumer: Any, partition: Any, timeout_s: float) -> tuple[int, int]:
+    """A partition's low and high watermarks, waiting out a leader that is not ready yet.
+
+    Right after a topic is created its broker may answer NOT_LEADER_OR_FOLLOWER for a moment,
+    even though the metadata already names it the leader; that error is retriable.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    not_ready = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if (error.code() not in not_ready and not error.retriable()) \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def read_to_end(settings: Settings, topic: str, starts: dict[int, int],
                 timeout_s: float = 30.0) -> Iterator[Any]:
     """Every record of `topic` from the given offset of each partition up to its end now."""
@@ -54,8 +77,7 @@ def read_to_end(settings: Settings, topic: str, starts: dict[int, int],
     try:
         ends = {}
         for partition, start in starts.items():
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             if high > max(start, low):
                 ends[partition] = high
         if not ends:

@@ -8,7 +8,9 @@ partition its retries and replays come back to.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from streams.errors import TidingsError
 from streams.settings import Settings
@@ -166,4 +168,29 @@ def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             error = exc.args[0]
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise TopicAdminError(f"creating {name}: {error.str()}") from exc
+    _wait_for_leaders(admin, created, timeout_s)
     return sorted(created)
+
+
+def _wait_for_leaders(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Return once every partition of `names` has a leader.
+
+    CreateTopics answers when the controller has recorded the topics; a broker learns of its
+    new partitions a moment later, and until then a read or a produce right away fails with
+    NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION. Whoever creates topics and then
+    uses them (`tidings topics create && ...`, the tests) would otherwise race that.
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(names)
+    while pending:
+        metadata = admin.list_topics(timeout=timeout_s)
+        pending = {
+            name for name in pending
+            if name not in metadata.topics or metadata.topics[name].error is not None
+            or any(p.leader < 0 for p in metadata.topics[name].partitions.values())
+            or not metadata.topics[name].partitions
+        }
+        if pending and time.monotonic() > deadline:
+            raise TopicAdminError(f"no leader after {timeout_s}s for {sorted(pending)[:5]}")
+        if pending:
+            time.sleep(0.05)
