@@ -138,7 +138,8 @@ def _deferral(due: int, send_at: int | None, quiet_until: int | None) -> dict[st
 def register(app: faust.App, pipeline: Pipeline) -> Dispatcher:
     dispatcher = Dispatcher(app, pipeline)
 
-    @app.agent(pipeline.dispatch, name="tidings.dispatch")
+    @app.agent(pipeline.dispatch, name="tidings.dispatch",
+               concurrency=pipeline.settings.routing_concurrency())
     async def dispatch(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):

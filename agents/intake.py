@@ -25,7 +25,8 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
     seen = app.Table("dedup", default=None, partitions=settings.partitions)
     runaway = RunawayGuard(app, pipeline)
 
-    @app.agent(pipeline.requests, name="tidings.intake")
+    @app.agent(pipeline.requests, name="tidings.intake",
+               concurrency=settings.routing_concurrency())
     async def intake(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             async with pipeline.guard(STAGE, event):

@@ -167,6 +167,15 @@ class Settings(BaseSettings):
     enrich_phone_region: str = "US"
     enrich_batch_max: int = Field(32, ge=1)
     enrich_batch_wait_ms: float = Field(0.0, ge=0)
+    # Requests the intake and dispatch stages work on at once when tenants' notifications are
+    # enriched (enrich_tenants or enrich_insecure_channels set): the micro-batcher can only
+    # batch the model calls of requests in flight together. 1 elsewhere: one at a time.
+    enrich_concurrency: int = Field(8, ge=1, le=256)
+
+    def routing_concurrency(self) -> int:
+        """Actors of the intake and dispatch agents (see `enrich_concurrency`)."""
+        enriching = bool(self.enrich_tenants or self.enrich_insecure_channels)
+        return self.enrich_concurrency if enriching else 1
     # Metrics (streams/metrics, agents/observe.py): `/metrics` on `web_port`.
     # Consumer lag is read from the broker this often (0 turns the reads off).
     metrics_lag_interval_s: float = Field(5.0, ge=0)

@@ -220,3 +220,12 @@ def test_webhook_key_without_a_secret_raises_config_error() -> None:
 )
 def test_topic_names_carry_the_prefix(prefix: str, name: str, topic: str) -> None:
     assert load_settings(topic_prefix=prefix).topic(name) == topic
+
+
+def test_routing_runs_concurrently_only_where_tenants_are_enriched():
+    from streams.settings import load_settings
+
+    assert load_settings().routing_concurrency() == 1
+    assert load_settings(enrich_tenants=("acme",)).routing_concurrency() == 8
+    assert load_settings(enrich_insecure_channels={"*": ("sms",)},
+                         enrich_concurrency=4).routing_concurrency() == 4
