@@ -35,6 +35,16 @@ DEFAULT_THRESHOLD = 0.8
         ("Verifique su cuenta hoy", "es", {"credential_request"}),
         ("Conferma la tua password", "it", {"credential_request"}),
         ("You have won a car", "en", {"prize_claim"}),
+        # Every template locale has its own phrases (the detected language picks them).
+        ("Pilne: zweryfikuj swoje konto", "pl", {"urgency", "credential_request"}),
+        ("Brådskande: verifiera ditt konto", "sv", {"urgency", "credential_request"}),
+        ("Acil: hesabınızı doğrulayın", "tr", {"urgency", "credential_request"}),
+        ("Срочно: подтвердите свой аккаунт", "ru", {"urgency", "credential_request"}),
+        ("عاجل: تحقق من حسابك", "ar", {"urgency", "credential_request"}),
+        ("至急、アカウントを確認してください", "ja", {"urgency", "credential_request"}),
+        ("紧急：请验证您的账户", "zh", {"urgency", "credential_request"}),
+        ("긴급: 계정을 확인하세요", "ko", {"urgency", "credential_request"}),
+        ("Вы выиграли приз", "ru", {"prize_claim"}),
         ("THIS IS A VERY LOUD MESSAGE FOR EVERYONE", "en", {"all_caps"}),
         ("FYI OK", "en", set()),  # too few letters to call it shouting
         ("Your order has shipped: https://shop.example.com/t/1", "en", set()),
