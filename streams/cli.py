@@ -33,18 +33,12 @@ import click
 import orjson
 
 from streams import templates_cli
+from streams.cli_common import cli_settings as _settings
 from streams.errors import TidingsError, ValidationError
-from streams.settings import Settings, load_settings
+from streams.settings import Settings
 from streams.topics import create_topics, topic_specs
 
 DEFAULT_WORKER_APP = "agents.worker:build_app"
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except TidingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(help="Tidings: multi-tenant notifications on Apache Kafka. "

@@ -12,18 +12,11 @@ import re
 import click
 import orjson
 
+from streams.cli_common import cli_settings as _settings
 from streams.errors import TidingsError
-from streams.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except TidingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def parse_duration(text: str) -> float:

@@ -17,16 +17,10 @@ import click
 import orjson
 
 from streams.bounds import Bound, BoundError, check_order, parse_bound
+from streams.cli_common import cli_settings as _settings
 from streams.errors import TidingsError
 from streams.requests import now_ms
-from streams.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except TidingsError as exc:
-        raise click.ClickException(str(exc)) from exc
+from streams.settings import Settings
 
 
 def _bound(text: str, option: str) -> Bound:

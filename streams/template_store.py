@@ -32,6 +32,7 @@ from streams.templates import (
     version_key,
     version_record,
 )
+from streams.topic_reader import watermarks
 
 
 class TemplateStoreError(TidingsError):
@@ -59,7 +60,7 @@ def read_catalog(settings: Settings, timeout_s: float = 30.0) -> TemplateCatalog
             time.sleep(0.2)
         ends = {}
         for partition in metadata.partitions:
-            low, high = _watermarks(consumer, KafkaPartition(topic, partition), timeout_s)
+            low, high = watermarks(consumer, KafkaPartition(topic, partition), timeout_s)
             if high > low:
                 ends[partition] = high
         consumer.assign([KafkaPartition(topic, p, 0) for p in ends])
@@ -79,25 +80,6 @@ def read_catalog(settings: Settings, timeout_s: float = 30.0) -> TemplateCatalog
     finally:
         consumer.close()
     return catalog
-
-
-def _watermarks(consumer: Consumer, partition: KafkaPartition, timeout_s: float
-                ) -> tuple[int, int]:
-    """(low, high) offsets; retried while the broker is still electing a leader (a topic
-    created a moment ago answers NOT_LEADER_FOR_PARTITION)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            electing = error.code() in (KafkaError.NOT_LEADER_FOR_PARTITION,
-                                        KafkaError.LEADER_NOT_AVAILABLE,
-                                        KafkaError.UNKNOWN_TOPIC_OR_PART)
-            if not (electing or error.retriable()) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 class TemplateStore:

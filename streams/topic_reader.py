@@ -45,7 +45,7 @@ def offsets_at(settings: Settings, topic: str, partitions: Iterable[int], at_ms:
     return {tp.partition: tp.offset if tp.offset >= 0 else 2**62 for tp in found}
 
 
-def _watermarks(consumer: Any, partition: Any, timeout_s: float) -> tuple[int, int]:
+def watermarks(consumer: Any, partition: Any, timeout_s: float) -> tuple[int, int]:
     """A partition's low and high watermarks, waiting out a leader that is not ready yet.
 
     Right after a topic is created its broker may answer NOT_LEADER_OR_FOLLOWER for a moment,
@@ -77,7 +77,7 @@ def read_to_end(settings: Settings, topic: str, starts: dict[int, int],
     try:
         ends = {}
         for partition, start in starts.items():
-            low, high = _watermarks(consumer, TopicPartition(topic, partition), timeout_s)
+            low, high = watermarks(consumer, TopicPartition(topic, partition), timeout_s)
             if high > max(start, low):
                 ends[partition] = high
         if not ends:

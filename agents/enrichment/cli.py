@@ -12,17 +12,10 @@ from typing import IO
 import click
 import orjson
 
+from streams.cli_common import cli_settings as _settings
 from streams.errors import TidingsError
-from streams.settings import Settings, load_settings
 
 _BATCH = 64
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except TidingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.command()

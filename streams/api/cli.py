@@ -6,15 +6,8 @@ from pathlib import Path
 
 import click
 
+from streams.cli_common import cli_settings as _settings
 from streams.errors import TidingsError
-from streams.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except TidingsError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
