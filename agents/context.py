@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -13,7 +14,7 @@ import faust
 from agents.observe import Observer
 from agents.retry import DUE_HEADER, tier_for_wait
 from connectors.verdict import ConnectorError
-from streams.app import raw_topic
+from streams.app import App, raw_topic
 from streams.errors import TidingsError
 from streams.metrics.instruments import STAGE_DURATION
 from streams.records import dead_letter_record, status_record
@@ -29,7 +30,7 @@ log = logging.getLogger("tidings.agents")
 class Pipeline:
     """Topic handles and the two outputs every stage writes to."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
         self.requests = raw_topic(app, settings.topic("requests"))
@@ -47,6 +48,7 @@ class Pipeline:
         self._status_serde = serde("DeliveryStatus")
         self._dead_letter_serde = serde("DeadLetter")
         self.observe = Observer(settings)
+        self._producer = app.fast_producer
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -54,11 +56,10 @@ class Pipeline:
 
         This skips Faust's per-message wrappers around the same producer call (futures,
         callbacks, sensors), which cost more than the send itself on the hot path. Nothing is
-        lost by it: Faust flushes the producer before it commits offsets.
+        lost by it: Faust flushes the producer before it commits offsets, and the flush
+        fails if a record was refused (streams/transport.py).
         """
-        await self.app.producer.send(
-            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=headers
-        )
+        await self._producer.produce(topic.get_topic_name(), key, value, headers)
 
     async def emit_status(self, message: Mapping[str, Any], status: str, **fields: Any) -> None:
         record_status(message, status, fields.get("reason"))
@@ -105,6 +106,10 @@ class Pipeline:
             message.offset, stage, record["error_class"], record["message"],
         )
 
+    @functools.cache  # noqa: B019 - one Pipeline per worker, a handful of stages
+    def _stage_duration(self, stage: str) -> Any:
+        return STAGE_DURATION.labels(stage)
+
     @asynccontextmanager
     async def guard(self, stage: str, event: faust.EventT[bytes]) -> AsyncIterator[None]:
         """Dead-letter whatever one event raises, so one bad message never stops a stage.
@@ -123,4 +128,4 @@ class Pipeline:
                 log.exception("unexpected error at %s", stage)
                 await self.dead_letter(stage, exc, event)
             finally:
-                STAGE_DURATION.labels(stage).observe(time.perf_counter() - started)
+                self._stage_duration(stage).observe(time.perf_counter() - started)

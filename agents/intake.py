@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from agents.context import Pipeline
@@ -35,13 +37,14 @@ def register(app: faust.App, pipeline: Pipeline, dispatcher: Dispatcher | None =
                 validate_request(request)
                 now = now_ms()
                 key = window.key(request["tenant_id"], request["idempotency_key"])
-                if window.is_duplicate(seen.get(key), request["notification_id"], now):
+                first: Any = seen.get(key)
+                if window.is_duplicate(first, request["notification_id"], now):
                     await pipeline.emit_status(
                         request, "duplicate",
-                        reason=f"idempotency key already used by {seen[key][0]}",
+                        reason=f"idempotency key already used by {first[0]}",
                     )
                     continue
-                seen[key] = window.remember(seen.get(key), request["notification_id"], now)
+                seen[key] = window.remember(first, request["notification_id"], now)
                 if await runaway.check(event, request):  # held: a tenant's runaway flood
                     continue
                 await pipeline.emit_status(request, "accepted")

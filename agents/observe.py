@@ -44,6 +44,7 @@ class Observer:
     def __init__(self, settings: Settings) -> None:
         self.tenant = TenantLabels(settings.metrics_tenant_limit, settings.metrics_tenants)
         self._tiers = settings.retry_tiers_s
+        self._requests: dict[tuple[str, str, str], Any] = {}
         self._request_fields = frozenset(
             field["name"] for field in serde("NotificationRequest").schema["fields"]
         )
@@ -52,7 +53,11 @@ class Observer:
         """Count one DeliveryStatus; a delivery's latency; a retry's tier."""
         channel = record.get("channel") or NO_CHANNEL
         status = record["status"]
-        REQUESTS.labels(self.tenant(record.get("tenant_id")), channel, status).inc()
+        labels = (self.tenant(record.get("tenant_id")), channel, status)
+        counter = self._requests.get(labels)
+        if counter is None:  # .labels() costs more than the increment; keep the children
+            counter = self._requests[labels] = REQUESTS.labels(*labels)
+        counter.inc()
         if status == "delivered" and record.get("latency_ms") is not None:
             DURATION.labels(channel).observe(record["latency_ms"] / 1000)
         elif status == "retrying":

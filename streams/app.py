@@ -7,16 +7,38 @@ Faust's consumer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.types import TransportT
 
+from streams.publisher import producer_config
 from streams.settings import Settings
+from streams.transport import Producer, Transport
 
 
-def create_app(settings: Settings) -> faust.App:
+class App(faust.App):
+    """Faust's app on our transport (streams/transport.py): librdkafka sends the records,
+    and fetched records reach the streams without a task each."""
+
+    def __init__(self, *args: Any, producer_config: dict[str, Any], **kwargs: Any) -> None:
+        self.producer_config = producer_config  # librdkafka's settings
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> TransportT:
+        return Transport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> TransportT:
+        return Transport(self.conf.broker_producer, self)
+
+    @property
+    def fast_producer(self) -> Producer:
+        return cast(Producer, self.producer)
+
+
+def create_app(settings: Settings) -> App:
     brokers = ";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(","))
-    return faust.App(
+    return App(
         settings.app_id,
         broker=brokers,
         store="rocksdb://",
@@ -30,12 +52,16 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,
-        stream_buffer_maxsize=4096,
+        stream_buffer_maxsize=32768,
         web_enabled=True,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
         loghandlers=[],
+        producer_config=producer_config(settings, linger_ms=settings.producer_linger_ms),
+        # Fetch up to 8 MiB a partition at a time and buffer 32 Ki events a stream: fewer,
+        # larger fetches keep the streams fed (bench: 9.7k → 16k events/s with no work).
+        consumer_max_fetch_size=8 * 1024 * 1024,
     )
 
 

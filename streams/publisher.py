@@ -27,7 +27,7 @@ class PublishError(TidingsError):
     """The broker did not acknowledge a request; it may or may not have been written."""
 
 
-def producer_config(settings: Settings, *, linger_ms: int = 5) -> dict[str, Any]:
+def producer_config(settings: Settings, *, linger_ms: float = 5) -> dict[str, Any]:
     """librdkafka settings of every producer outside the worker."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap,

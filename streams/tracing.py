@@ -251,6 +251,21 @@ def child_span(stage: str) -> Iterator[None]:
         yield
 
 
+def is_enabled() -> bool:
+    return _enabled
+
+
+def traced_headers(topic: str, headers: Sequence[tuple[str, bytes]] | None
+                   ) -> list[tuple[str, bytes]]:
+    """The headers of a record the worker's producer sends, carrying a `<topic> send`
+    producer span (named and attributed as the aiokafka instrumentation names its own)."""
+    attributes = {"messaging.system": "kafka", "messaging.destination.name": topic,
+                  "messaging.operation": "publish"}
+    with _tracer.start_as_current_span(f"{topic} send", kind=SpanKind.PRODUCER,
+                                       attributes=attributes):
+        return inject(list(headers or []))
+
+
 def annotate(message: Mapping[str, Any]) -> None:
     """Name the notification the current stage works on: log ids and span attributes."""
     bind_ids(message)
