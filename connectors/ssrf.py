@@ -366,31 +366,46 @@ class GuardedAiohttpTransport(AiohttpTransport):
     ) -> None:
         ssl_context = httpx.create_ssl_context(verify=verify)
         self._policy = policy
-
-        def session() -> aiohttp.ClientSession:
-            resolver = GuardedResolver(policy, resolve)
-            limit = limits.max_connections or 0
-            connector = (
-                aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
-                                     limit=limit, force_close=True)
-                if limits.max_keepalive_connections == 0
-                else aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
-                                          limit=limit, keepalive_timeout=limits.keepalive_expiry)
-            )
-            return aiohttp.ClientSession(connector=connector, trust_env=False)
-
-        super().__init__(verify=ssl_context, limits=limits, trust_env=False, client=session)
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False,
+                         client=lambda: guarded_session(policy, resolve, ssl_context, limits))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            pass  # a name: GuardedResolver checks what it resolves to
-        else:
-            if why := self._policy.refusal(ip):
-                raise AddressRefused(_refused(host, ip, why))
+        check_literal(request.url.host, self._policy)
         return await super().handle_async_request(request)
+
+
+def guarded_session(policy: AddressPolicy, resolve: Resolve, ssl_context: ssl.SSLContext,
+                    limits: httpx.Limits, **options: Any) -> aiohttp.ClientSession:
+    """An aiohttp session connecting only to addresses `policy` allows (with
+    :func:`check_literal` before each request: aiohttp resolves no IP literal)."""
+    resolver = GuardedResolver(policy, resolve)
+    limit = limits.max_connections or 0
+    connector = (
+        aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
+                             limit=limit, force_close=True)
+        if limits.max_keepalive_connections == 0
+        else aiohttp.TCPConnector(resolver=resolver, ssl=ssl_context, use_dns_cache=False,
+                                  limit=limit, keepalive_timeout=limits.keepalive_expiry)
+    )
+    return aiohttp.ClientSession(connector=connector, trust_env=False, **options)
+
+
+def check_literal(host: str, policy: AddressPolicy) -> None:
+    """Raise :class:`AddressRefused` if `host` is an IP literal the policy refuses."""
+    if (why := _literal_refusal(host, policy)) is not None:
+        raise AddressRefused(why)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(host: str, policy: AddressPolicy) -> str | None:
+    # Cached: a worker sends to the same few hosts again and again, and parsing a name as
+    # an address (to find it is not one) costs an exception each time.
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a name: GuardedResolver checks what it resolves to
+    why = policy.refusal(ip)
+    return None if why is None else _refused(host, ip, why)
 
 
 class GuardedClient(httpx.AsyncClient):

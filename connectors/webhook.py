@@ -38,12 +38,19 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import orjson
 from standardwebhooks import Webhook
 
 from connectors import ssrf
-from connectors.transport import classify_exception, header_value, retry_after_seconds, send
+from connectors.transport import (
+    classify_exception,
+    header_value,
+    retry_after_seconds,
+    send,
+    send_aiohttp,
+)
 from connectors.verdict import HttpRequest, InvalidMessage, Outcome, Verdict
 
 __all__ = [
@@ -337,13 +344,38 @@ class WebhookChannel:
 
     def __init__(self, config: WebhookConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self._owns_client = client is None
-        self._client = make_client(config) if client is None else client
+        self._client = client
+        # Without a client of its own, the channel sends over aiohttp directly
+        # (transport.send_aiohttp), guarded as make_client's client would be.
+        self._session: aiohttp.ClientSession | None = None
 
     async def send(self, message: Mapping[str, Any]) -> Verdict:
         """One attempt at ``message``; raises :class:`InvalidMessage` if it can never be sent."""
-        return await deliver(self._client, message, self.config)
+        if self._client is not None:
+            return await deliver(self._client, message, self.config)
+        config = self.config
+        request = build_request(message, config, now=int(time.time()))
+        if config.ssrf_guard:
+            try:
+                ssrf.check_literal(urlsplit(request.url).hostname or "", config.address_policy)
+            except ssrf.AddressCheckFailed as exc:
+                return classify_exception(exc)
+        return await send_aiohttp(self._open(), request, config.timeout_s, classify)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on the event loop that uses it
+            limits, tls = ssrf.DEFAULT_LIMITS, httpx.create_ssl_context()
+            self._session = (
+                ssrf.guarded_session(self.config.address_policy, ssrf.resolve_host, tls, limits,
+                                     auto_decompress=False)
+                if self.config.ssrf_guard else
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=tls, limit=limits.max_connections or 0),
+                    trust_env=False, auto_decompress=False)
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

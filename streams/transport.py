@@ -18,8 +18,9 @@ record to the streams inside `wait_first(callback, suspend_flow)`, so a rebalanc
 a hand-off that is blocked on a full stream queue. That costs four tasks and an
 `asyncio.wait` per record: half of a worker's time with nothing else to do. `Consumer` keeps
 that path for the records that could block, and hands the rest over with a plain await: while
-flow is not suspended, the conductor is not being re-indexed, and every stream queue has room
-for another record, the hand-off cannot block (`_QueueRoom`).
+flow is not suspended, the conductor is not being re-indexed, the changelog buffer is below
+its limit and every stream queue has room for another record (`_QueueRoom`), the hand-off
+cannot block.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class Producer(driver.Producer):
 
     async def on_start(self) -> None:
         await super().on_start()
+        # Faust queues table changelog records here and pauses the streams whenever more
+        # than 100 wait (with a warning each time). A stream that runs a few hundred events
+        # between two turns of the drain task passes that at every turn; the buffer is
+        # emptied on the next turn anyway, and flushed before every commit.
+        self.buffer.max_messages = 10_000
         self._failed: list[str] = []
         # Delivery reports land here from whichever thread serves them (the poll thread, or
         # a flush); the poll thread hands them to the event loop.
@@ -208,12 +214,21 @@ class _QueueRoom:
 
 
 class Consumer(driver.Consumer):
-    """Faust's aiokafka consumer, handing fetched records over without a task per record."""
+    """Faust's aiokafka consumer, handing fetched records over without a task per record.
+
+    _hand_over_directly: the conductor's hand-off (faust/transport/conductor.py,
+    `on_message`) waits only for flow control, for the changelog buffer to ebb, for its
+    index lock and for room in a full stream queue. A record is handed over with a plain
+    await when none of those can wait; otherwise through Faust's own `wait_first`, which a
+    rebalance can interrupt.
+    """
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = cast(Callable[[Any], Awaitable[None]], self.callback)
         suspended = self.suspend_flow.is_set
+        flowing = self.app.flow_control.is_active
         conductor_lock = self.app.topics._tp_to_callback_lock  # type: ignore[attr-defined]
+        changelog = self.app.producer.buffer
         room = _QueueRoom(self.app.flow_control)
         read_offsets = self._read_offset
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -241,8 +256,9 @@ class Consumer(driver.Consumer):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    if not suspended() and not conductor_lock.locked() and room.take():
-                        await deliver(message)  # cannot block, see _QueueRoom
+                    if (not suspended() and flowing() and not conductor_lock.locked()
+                            and changelog.size <= changelog.max_messages and room.take()):
+                        await deliver(message)  # cannot block, see _hand_over_directly
                     else:
                         await self.wait_first(deliver(message), self.suspend_flow.wait())
                     read_offsets[tp] = message.offset

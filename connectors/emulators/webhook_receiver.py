@@ -146,6 +146,16 @@ class WebhookReceiver(HttpEmulator):
         )
         return self.delivered
 
+    async def wait_for_distinct(self, count: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until ``count`` different deliveries (webhook-ids) have been accepted: with
+        repeats allowed, ``wait_for`` could count a repeat in place of one still to come."""
+        await wait_until(
+            self._arrived,
+            lambda: len(self.by_id()) >= count,
+            timeout,
+            lambda: f"{len(self.by_id())} of {count} distinct webhook deliveries",
+        )
+
     # -- the endpoint ------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:

@@ -238,8 +238,8 @@ async def test_sigkill_mid_stream_loses_nothing_and_sends_nothing_twice(tidings_
     delivered_before_kill = len(receiver.delivered)
     assert delivered_before_kill < count, "the batch finished before the kill; raise the count"
     worker(TIDINGS_COMMIT_INTERVAL_S="1.0")
-    await receiver.wait_for(count, timeout=180)
-    await asyncio.sleep(2.0)
+    await receiver.wait_for_distinct(count, timeout=180)
+    await asyncio.sleep(2.0)  # a repeat still coming would show up
 
     counts: collections.Counter[str] = receiver.by_id()
     expected = {delivery_id("acme", nid, "webhook", f"k-{i}") for i, nid in enumerate(ids)}
