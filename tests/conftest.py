@@ -85,6 +85,10 @@ def tidings_env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
         TIDINGS_RATE_TENANT_PER_MIN="10000000",
         TIDINGS_RATE_USER_PER_MIN="1000000",
         TIDINGS_RATE_CHANNEL_PER_MIN="10000000",
+        # And bursts: a tenant's burst is split over the partitions (agents/rate_limit.py),
+        # so with the default of 10 a fast worker routing 4 of a tenant's requests to one
+        # partition in the same millisecond would defer the 4th.
+        TIDINGS_RATE_BURST="1000",
         # The runaway guard would (rightly) hold a test's burst after its warm-up.
         TIDINGS_GUARD_ENABLED="false",
         TIDINGS_LOG_LEVEL="warn",

@@ -37,6 +37,7 @@ async def test_room_counts_again_once_a_stream_took_events() -> None:
     queue.get_nowait()
 
     assert room.take()
+    queue.put_nowait(2)
     assert not room.take()
 
 
