@@ -46,6 +46,12 @@ def markdown(results: dict[str, Any]) -> str:
                  _n(perf), "—", "", ""))
     rows.append(("Raw ceiling: aiokafka consume→produce loop (msgs/s)", _n(loop), "1.00",
                  "", ""))
+    faust_agent = (ceiling.get("faust_agent") or {}).get("events_per_s")
+    faust_table = (ceiling.get("faust_table") or {}).get("events_per_s")
+    rows.append(("Faust ceiling: one worker of our app, an agent doing nothing (events/s)",
+                 _n(faust_agent), ratio(faust_agent), "", ""))
+    rows.append(("Faust ceiling: the same agent writing one table key per event (events/s)",
+                 _n(faust_table), ratio(faust_table), "", ""))
     pipe_rate = pipe.get("events_per_s")
     low, goal = TARGETS["pipeline"]
     rows.append((f"Pipeline, 1 worker, intake→dispatch→channel (events/s, {_count(pipe)})",

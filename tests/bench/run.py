@@ -32,6 +32,7 @@ REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(REPO), str(REPO / "deploy" / "local")]
 
 import ceiling  # noqa: E402
+import faust_ceiling  # noqa: E402
 import kafka_local  # noqa: E402
 import latency  # noqa: E402
 import processes  # noqa: E402
@@ -201,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"1b. raw ceiling: aiokafka consume→produce loop, {args.events:,} records",
                     lambda: ceiling.aiokafka_loop(bootstrap, args.events,
                                                   f"bench-{stamp.lower()}")),
+                "faust_agent": step(
+                    "faust_agent",
+                    f"1c. Faust ceiling: an agent doing nothing, {args.events:,} records",
+                    lambda: faust_ceiling.measure(bootstrap, args.events, "events",
+                                                  f"bench-{stamp.lower()}", workdir)),
+                "faust_table": step(
+                    "faust_table",
+                    f"1d. Faust ceiling: one table write an event, {args.events:,} records",
+                    lambda: faust_ceiling.measure(bootstrap, args.events, "table",
+                                                  f"bench-{stamp.lower()}", workdir)),
             }
         if "pipeline" in only:
             results["pipeline"] = step(
