@@ -72,6 +72,16 @@ def _broker() -> tuple[str, kafka_local.Cluster | None]:
     return bootstrap, cluster
 
 
+def _worker_dir(bootstrap: str) -> Path:
+    """The worker's table state, one folder per Kafka cluster: state kept from a broker that
+    has since been wiped (`make kafka-stop`, `make kafka`) would name changelog offsets the
+    new broker never had, and Faust refuses to start on it."""
+    from confluent_kafka.admin import AdminClient
+
+    cluster_id = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30).cluster_id
+    return kafka_local.cache_dir() / "worker" / (cluster_id or "unknown")
+
+
 def _samples() -> str:
     text = (HERE / "samples.jsonl").read_text()
     return (text.replace("http://127.0.0.1:8089", f"http://127.0.0.1:{RECEIVER_PORT}")
@@ -166,8 +176,7 @@ def main() -> int:
         **os.environ,
         "TIDINGS_KAFKA_BOOTSTRAP": bootstrap,
         "TIDINGS_WEBHOOK_SECRET": _webhook_secret(),
-        "TIDINGS_DATA_DIR": os.environ.get("TIDINGS_DATA_DIR",
-                                           str(kafka_local.cache_dir() / "worker")),
+        "TIDINGS_DATA_DIR": os.environ.get("TIDINGS_DATA_DIR", str(_worker_dir(bootstrap))),
         "PYTHONUNBUFFERED": "1",
     }
     tidings = [sys.executable, "-m", "streams.cli"]
