@@ -28,7 +28,8 @@ class PublishError(TidingsError):
 
 
 def producer_config(settings: Settings, *, linger_ms: float = 5) -> dict[str, Any]:
-    """librdkafka settings of every producer outside the worker."""
+    """librdkafka settings of every producer: the publisher's, the CLI's and the worker's
+    (streams/transport.py)."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         # Idempotence implies acks=all and at most 5 in-flight requests, so a retried batch is
@@ -37,7 +38,7 @@ def producer_config(settings: Settings, *, linger_ms: float = 5) -> dict[str, An
         "acks": "all",
         "linger.ms": linger_ms,
         "compression.type": "lz4",
-        # The workers (aiokafka, like the Java client) place keys with murmur2; librdkafka's
+        # Faust's own key placement (aiokafka, like the Java client) is murmur2; librdkafka's
         # default is CRC32. The same key must land on the same partition whoever writes it:
         # per-user limits, dedup, preferences and the delivered ledger are partition-local.
         "partitioner": "murmur2_random",
