@@ -15,7 +15,7 @@ import datetime
 import email.utils
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -54,9 +54,7 @@ async def send(
     Redirects are never followed; the connector's classifier decides what a 3xx
     means. ``extensions`` are httpx request extensions (e.g. an httpcore ``trace``).
     """
-    headers = dict(request.headers)
-    if header_value(headers, "accept-encoding") is None:  # a connector may ask for a coding
-        headers["accept-encoding"] = "identity"
+    headers = _wire_headers(request)
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream(
@@ -87,43 +85,47 @@ async def send_aiohttp(
     must not decompress (``auto_decompress=False``): a compressed answer is decoded here,
     to at most :data:`MAX_RESPONSE_BODY_BYTES`, like :func:`send` does.
     """
-    headers = dict(request.headers)
-    if header_value(headers, "accept-encoding") is None:
-        headers["accept-encoding"] = "identity"
     limit = MAX_RESPONSE_BODY_BYTES
     try:
         async with asyncio.timeout(timeout_s):
             async with session.request(
-                request.method, request.url, headers=headers, data=request.content,
-                allow_redirects=False,
+                request.method, request.url, headers=_wire_headers(request),
+                data=request.content, allow_redirects=False,
             ) as response:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(limit):
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= limit:
-                        break
+                raw = await _read_at_most(response.content.iter_chunked(limit), limit)
                 status, response_headers = response.status, response.headers
     except (aiohttp.ClientError, TimeoutError, AddressCheckFailed) as exc:
         return classify_exception(exc)
     coding = response_headers.get("content-encoding", "")
-    return classify(status, response_headers, _decode_bounded(b"".join(chunks)[:limit],
-                                                              coding, limit))
+    return classify(status, response_headers, _decode_bounded(raw, coding, limit))
+
+
+def _wire_headers(request: HttpRequest) -> dict[str, str]:
+    """The request's headers, asking for no content coding unless the connector asked for
+    one (a compressed answer is decoded here, within the cap)."""
+    headers = dict(request.headers)
+    if header_value(headers, "accept-encoding") is None:
+        headers["accept-encoding"] = "identity"
+    return headers
+
+
+async def _read_at_most(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The first `limit` bytes of a body, reading no further than the chunk that passes it."""
+    read: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        read.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(read)[:limit]
 
 
 async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
     if response.is_stream_consumed:
         # Built with its body in memory (httpx.MockTransport) and already decoded.
         return response.content[:limit]
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    raw = b"".join(chunks)[:limit]
+    raw = await _read_at_most(response.aiter_raw(), limit)
     return _decode_bounded(raw, response.headers.get("content-encoding", ""), limit)
 
 
