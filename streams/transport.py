@@ -101,15 +101,17 @@ class Producer(driver.Producer):
                 batch = [resolved.popleft() for _ in range(len(resolved))]
                 self._rd_loop.call_soon_threadsafe(_resolve_all, batch)
 
-    def _report(self, error: KafkaError | None, message: Message) -> None:
+    def _report_failure(self, error: KafkaError | None, message: Message) -> None:
+        """The delivery report of a record sent without a future: only a failure matters."""
         if error is not None:
             self._reported(None, error, message)
 
     def _reported(self, future: asyncio.Future[RecordMetadata] | None,
                   error: KafkaError | None, message: Message) -> None:
-        # Runs on the poll thread, inside `poll`.
+        # Runs on the thread serving librdkafka's reports: the poll thread, or a flush.
         if error is not None:
             failure = f"{message.topic()}: {error.str()}"
+            log.error("the broker refused a record for %s; the next commit fails", failure)
             self._failed.append(failure)
             if future is not None:
                 self._resolved.append((future, ProducerSendError(failure)))
@@ -142,7 +144,7 @@ class Producer(driver.Producer):
                     partition=-1 if partition is None else partition,
                     timestamp=int(timestamp * 1000) if timestamp else 0,
                     headers=cast(Any, headers),
-                    on_delivery=self._report if future is None else
+                    on_delivery=self._report_failure if future is None else
                     functools.partial(self._reported, future),
                 )
                 return
