@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import kafka_io  # noqa: E402  (tests/bench)
+import processes  # noqa: E402
 
 from streams.app import create_app, raw_topic  # noqa: E402
 from streams.settings import Settings  # noqa: E402
@@ -35,8 +37,6 @@ MODES = ("events", "table")
 def measure(bootstrap: str, records: int, mode: str, prefix: str, workdir: Path,
             python: str = sys.executable) -> dict[str, Any]:
     """Fill a topic with `records` 500-byte records and time a child worker through them."""
-    import subprocess
-
     topic = f"{prefix}.faust-{mode}"
     kafka_io.create_topic(bootstrap, topic, 8)
     kafka_io.produce_all(bootstrap, topic, (
@@ -56,7 +56,7 @@ def measure(bootstrap: str, records: int, mode: str, prefix: str, workdir: Path,
 def _run(args: argparse.Namespace) -> None:
     settings = Settings(kafka_bootstrap=args.bootstrap,
                         app_id=f"faust-ceiling-{uuid.uuid4().hex[:8]}",
-                        data_dir=args.data_dir, partitions=8, web_port=_free_port())
+                        data_dir=args.data_dir, partitions=8, web_port=processes.free_port())
     app = create_app(settings)
     source = raw_topic(app, args.topic)
     table = app.Table("ceiling", default=None, partitions=8)
@@ -85,14 +85,6 @@ def _run(args: argparse.Namespace) -> None:
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":
