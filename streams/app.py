@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000,
         stream_buffer_maxsize=4096,

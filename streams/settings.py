@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # flush can take longer than the interval (see README, Performance), so this is the
     # least, not the most, that is reprocessed after a crash.
     commit_interval_s: float = Field(1.0, gt=0)
+    # How long the group waits for a silent worker before handing its partitions to the
+    # others (Kafka's session.timeout.ms; the broker allows 6 to 300 s by default).
+    session_timeout_s: float = Field(60.0, ge=6, le=300)
     # How long the producer waits to fill a batch (Kafka's linger.ms): longer means fewer,
     # larger produce requests — less CPU per record — for that much more latency per hop.
     producer_linger_ms: float = Field(5.0, ge=0, le=1000)

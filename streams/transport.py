@@ -21,6 +21,14 @@ that path for the records that could block, and hands the rest over with a plain
 flow is not suspended, the conductor is not being re-indexed, the changelog buffer is below
 its limit and every stream queue has room for another record (`_QueueRoom`), the hand-off
 cannot block.
+
+**Never committing past a record still being processed.** Faust 0.15.3 computes the offset to
+commit from the run of acknowledged offsets, and lets one missing offset at its head pass as
+a gap (faust/transport/consumer.py, `_new_offset`; faust-streaming issue 606). With
+concurrent actors that missing offset is usually a record an actor is still working on, such
+as a webhook send waiting for its answer: the commit skipped it, and a worker killed before it
+finished lost it. `Consumer` withholds every acknowledged offset at or above the lowest record
+a stream has taken and not yet acknowledged, so a commit never passes it.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -40,7 +48,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.transports import ConsumerT
-from faust.types.tuples import RecordMetadata
+from faust.types.tuples import RecordMetadata, ack_lock
 from mode import ServiceT
 from mode.utils.queues import FlowControlEvent
 
@@ -225,6 +233,14 @@ class Consumer(driver.Consumer):
     rebalance can interrupt.
     """
 
+    #: `_lowest_unacked`, taken once for each commit.
+    _processing_floor: dict[TP, int] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._not_seeking = asyncio.Event()
+        self._not_seeking.set()
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         deliver = cast(Callable[[Any], Awaitable[None]], self.callback)
         suspended = self.suspend_flow.is_set
@@ -245,6 +261,8 @@ class Consumer(driver.Consumer):
                     continue
                 handed = 0
                 async for tp, message in records:
+                    if not self._not_seeking.is_set():
+                        await self._not_seeking.wait()  # see perform_seek
                     handed += 1
                     if handed % 100 == 0:
                         await asyncio.sleep(0)  # let the streams run during a long batch
@@ -275,6 +293,70 @@ class Consumer(driver.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def perform_seek(self) -> None:
+        """Seek the stream partitions to their committed offsets, handing nothing over
+        meanwhile.
+
+        Faust resumes the stream partitions, seeks them, then resumes flow control, which
+        empties every stream queue (faust/tables/recovery.py, `_resume_streams`). A record
+        fetched after the seek and handed over before that would be dropped with nothing to
+        fetch it again, so hand-offs wait here; the records dropped were fetched before the
+        seek, which goes back over them.
+        """
+        self._not_seeking.clear()
+        try:
+            await super().perform_seek()
+        finally:
+            self._not_seeking.set()
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """aiokafka leaves a partition with no committed offset (or 0) where it is: after
+        records were fetched and then dropped (see `perform_seek`), past them. Such stream
+        partitions go back to their first record, as `auto_offset_reset=earliest` means."""
+        committed: Mapping[TP, int] = await super().seek_to_committed()
+        if self.app.conf.consumer_auto_offset_reset == "earliest":
+            changelogs = self.app.tables.changelog_topics
+            unset = [tp for tp, offset in committed.items()
+                     if not offset and tp.topic not in changelogs]
+            if unset:
+                await self._thread.seek_to_beginning(*unset)
+        return committed
+
+    def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        self._processing_floor = self._lowest_unacked()
+        try:
+            return super()._filter_committable_offsets(tps)
+        finally:
+            self._processing_floor = {}
+
+    def _lowest_unacked(self) -> dict[TP, int]:
+        """The lowest offset, by partition, of the records streams took and have not acked."""
+        with ack_lock:  # acks may come from other threads
+            unacked = list(self._unacked_messages)
+        floor: dict[TP, int] = {}
+        for message in unacked:
+            if not message.acked:
+                lowest = floor.get(message.tp)
+                if lowest is None or message.offset < lowest:
+                    floor[message.tp] = message.offset
+        return floor
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's offset to commit, counting only the acks below the lowest unacked record.
+
+        The acks above it are kept for a later commit, once that record is acked too.
+        """
+        floor = self._processing_floor.get(tp)
+        acked: list[int] = self._acked[tp]
+        if floor is None or not acked or max(acked) < floor:
+            return super()._new_offset(tp)
+        held = [offset for offset in acked if offset >= floor]
+        acked[:] = [offset for offset in acked if offset < floor]
+        try:
+            return super()._new_offset(tp)
+        finally:
+            acked.extend(held)
 
 
 class Transport(driver.Transport):

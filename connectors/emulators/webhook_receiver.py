@@ -94,6 +94,9 @@ class WebhookReceiver(HttpEmulator):
             collections.deque
         )
         self._always: dict[str, int] = {}
+        self._held: dict[str, asyncio.Event] = {}
+        self.holding: collections.Counter[str] = collections.Counter()
+        """How many requests are waiting, by path, for :meth:`release`."""
         self._arrived = asyncio.Event()
 
     # -- lifecycle (start, stop, async with, url: HttpEmulator) -------------------
@@ -119,6 +122,24 @@ class WebhookReceiver(HttpEmulator):
         """Answer every verified request to ``path`` with ``status`` (and a JSON error
         body) once any :meth:`fail_next` queue for it is used up; 200 restores normal."""
         self._always[_normalise(path)] = status
+
+    def hold(self, path: str) -> None:
+        """Keep verified requests to ``path`` waiting, unanswered, until :meth:`release`:
+        a send in flight for as long as a test needs. A request whose sender hung up
+        meanwhile is recorded with status 499 (not accepted), as nobody read its answer."""
+        self._held.setdefault(_normalise(path), asyncio.Event())
+
+    def release(self, path: str) -> None:
+        """Answer the requests held on ``path`` (by its script) and stop holding it."""
+        gate = self._held.pop(_normalise(path), None)
+        if gate is not None:
+            gate.set()
+
+    async def wait_holding(self, path: str, count: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until ``count`` requests to ``path`` are held."""
+        path = _normalise(path)
+        await wait_until(self._arrived, lambda: self.holding[path] >= count, timeout,
+                         lambda: f"{self.holding[path]} of {count} requests held on {path}")
 
     # -- what arrived ------------------------------------------------------------
 
@@ -162,8 +183,17 @@ class WebhookReceiver(HttpEmulator):
         body = await request.read()
         path = request.path
         verified = self._verify(body, request)
+        if verified and (gate := self._held.get(path)) is not None:
+            self.holding[path] += 1
+            self._arrived.set()
+            try:
+                await gate.wait()
+            finally:
+                self.holding[path] -= 1
         if not verified:
             response = _error(401, "signature verification failed")
+        elif request.transport is None or request.transport.is_closing():
+            response = _error(499, "the sender hung up before the answer")
         elif failure := self._scripted_failure(path):
             response = _error(failure.status, "scripted failure")
             if failure.retry_after is not None:

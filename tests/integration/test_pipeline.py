@@ -19,6 +19,8 @@ from streams.serde import serde
 pytestmark = pytest.mark.integration
 
 SECRET_ENV = "TIDINGS_WEBHOOK_SECRET"
+# For a worker the test kills: the group hands its partitions on after 10 s, not 60.
+QUICKLY_REPLACED = {"TIDINGS_SESSION_TIMEOUT_S": "10"}
 
 
 @pytest.fixture
@@ -230,7 +232,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_sends_nothing_twice(tidings_
     earlier would mean the ledger lost an entry.
     """
     count = 2000
-    first = worker(TIDINGS_COMMIT_INTERVAL_S="1.0")
+    first = worker(TIDINGS_COMMIT_INTERVAL_S="1.0", **QUICKLY_REPLACED)
     ids = await publish(tidings_env, [request(receiver, f"k-{i}") for i in range(count)])
     await receiver.wait_for(count // 4, timeout=120)
     first.kill()
@@ -254,6 +256,55 @@ async def test_sigkill_mid_stream_loses_nothing_and_sends_nothing_twice(tidings_
     assert repeated == in_flight
     assert all(counts[did] == 2 for did in repeated)
     assert len(repeated) <= int(tidings_env.get("TIDINGS_DELIVERY_CONCURRENCY", "64"))
+
+
+async def test_a_worker_killed_before_its_first_commit_loses_nothing(tidings_env, worker,
+                                                                    receiver):
+    """The group has no committed offsets when the worker dies, so the restarted one starts
+    every partition from its first record, and all of them arrive. (Records fetched while
+    Faust resumed the partitions were dropped, and nothing fetched them again:
+    streams/transport.py, `perform_seek`.)"""
+    count = 2000
+    first = worker(TIDINGS_COMMIT_INTERVAL_S="600", **QUICKLY_REPLACED)
+    ids = await publish(tidings_env, [request(receiver, f"b-{i}") for i in range(count)])
+    await receiver.wait_for(count // 4, timeout=120)
+    first.kill()
+    worker()
+    await receiver.wait_for_distinct(count, timeout=180)
+
+    expected = {delivery_id("acme", nid, "webhook", f"b-{i}") for i, nid in enumerate(ids)}
+    assert set(receiver.by_id()) == expected
+
+
+async def test_a_send_still_in_flight_is_never_committed_past(tidings_env, worker, receiver):
+    """A webhook send waits for its answer while the later messages of its partition are
+    delivered and committed around it. The worker never commits past it, so when the worker
+    is killed before the answer comes, the restarted one sends it again; and the ledger keeps
+    the others from being sent twice."""
+    receiver.hold("/slow")
+    first = worker(TIDINGS_WEBHOOK_TIMEOUT_S="300", **QUICKLY_REPLACED)
+    # One user: one partition of every topic, the slow message first in it.
+    slow_id, *fast_ids = await publish(
+        tidings_env, [request(receiver, "one-user", path="/slow")]
+        + [request(receiver, "one-user") for _ in range(20)],
+    )
+    await receiver.wait_for(20, timeout=120)
+    await receiver.wait_holding("/slow", 1, timeout=30)
+    await asyncio.sleep(4.0)  # four commit intervals with the slow send in flight
+    first.kill()
+    await asyncio.sleep(0.5)  # the receiver sees the connection close before it answers
+    receiver.release("/slow")
+    worker()
+    await receiver.wait_for(21, timeout=120)
+    await asyncio.sleep(1.0)  # a repeat would arrive now
+
+    counts = receiver.by_id()
+    slow = delivery_id("acme", slow_id, "webhook", "one-user")
+    assert set(counts) == {slow} | {delivery_id("acme", nid, "webhook", "one-user")
+                                    for nid in fast_ids}
+    assert all(n == 1 for n in counts.values()), counts.most_common(3)
+    (abandoned,) = [r for r in receiver.received if not r.accepted]
+    assert (abandoned.webhook_id, abandoned.status) == (slow, 499)
 
 
 async def test_breaker_opens_on_an_outage_and_recovers(tidings_env, worker, receiver,
