@@ -267,24 +267,29 @@ def assertion_with(fcm: FcmEmulator, **claims: Any) -> str:
     return jwt.encode(payload, account.signing_key, algorithm="RS256")
 
 
+# Times are seconds from when the test runs, not from when pytest collected it: a suite
+# that takes minutes would otherwise bring "10 minutes ahead" within the clock skew.
 @pytest.mark.parametrize(
-    ("claims", "error", "description"),
+    ("claims", "times", "error", "description"),
     [
-        ({"aud": "https://oauth2.googleapis.com/token"}, "invalid_grant", "audience"),
-        ({"iss": "someone@else.iam.gserviceaccount.com"}, "invalid_grant", "Signature"),
-        ({"scope": "https://www.googleapis.com/auth/drive"}, "invalid_scope", "scope"),
-        ({"exp": int(time.time()) - 10}, "invalid_grant", "iat and exp"),
-        ({"exp": int(time.time()) + 7200}, "invalid_grant", "iat and exp"),
-        ({"iat": int(time.time()) + 600}, "invalid_grant", "iat and exp"),
+        ({"aud": "https://oauth2.googleapis.com/token"}, {}, "invalid_grant", "audience"),
+        ({"iss": "someone@else.iam.gserviceaccount.com"}, {}, "invalid_grant", "Signature"),
+        ({"scope": "https://www.googleapis.com/auth/drive"}, {}, "invalid_scope", "scope"),
+        ({}, {"exp": -10}, "invalid_grant", "iat and exp"),
+        ({}, {"exp": 7200}, "invalid_grant", "iat and exp"),
+        ({}, {"iat": 600}, "invalid_grant", "iat and exp"),
     ],
 )
 async def test_token_endpoint_checks_the_claims(
     fcm: FcmEmulator,
     client: httpx.AsyncClient,
     claims: dict[str, Any],
+    times: dict[str, int],
     error: str,
     description: str,
 ) -> None:
+    now = int(time.time())
+    claims = claims | {name: now + seconds for name, seconds in times.items()}
     response = await client.post(
         fcm.token_uri,
         data={"grant_type": JWT_BEARER_GRANT_TYPE, "assertion": assertion_with(fcm, **claims)},
