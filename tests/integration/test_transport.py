@@ -5,6 +5,9 @@ that Faust runs before committing offsets."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -13,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from faust.exceptions import ProducerSendError
 
 from streams.app import create_app
+from streams.transport import Producer
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +27,30 @@ def create_topic(bootstrap: str, name: str, partitions: int, **config: str) -> N
         future.result(30)
 
 
-async def test_sends_arrive_on_the_murmur2_partition_and_futures_resolve(tidings_env):
-    settings = tidings_env.settings()
-    topic = tidings_env.topic("transport")
-    create_topic(settings.kafka_bootstrap, topic, 4)
+@asynccontextmanager
+async def producing_to(env: Any, name: str, partitions: int, **config: str
+                       ) -> AsyncIterator[tuple[Producer, str]]:
+    """A new topic and a running worker producer."""
+    settings = env.settings()
+    topic = env.topic(name)
+    create_topic(settings.kafka_bootstrap, topic, partitions, **config)
     producer = create_app(settings).fast_producer
     await producer.start()
     try:
+        yield producer, topic
+    finally:
+        await producer.stop()
+
+
+async def test_sends_arrive_on_the_murmur2_partition_and_futures_resolve(tidings_env):
+    settings = tidings_env.settings()
+    async with producing_to(tidings_env, "transport", 4) as (producer, topic):
         keys = [f"tenant/user-{i}".encode() for i in range(20)]
         futures = [await producer.send(topic, key, b"v", None, None, None) for key in keys]
         for key in keys[:10]:
             await producer.produce(topic, key, b"no future")
         await producer.flush()
         sent = [await future for future in futures]
-    finally:
-        await producer.stop()
 
     murmur2 = DefaultPartitioner()
     assert [m.partition for m in sent] == [murmur2(key, [0, 1, 2, 3], [0, 1, 2, 3])
@@ -54,30 +67,17 @@ async def test_sends_arrive_on_the_murmur2_partition_and_futures_resolve(tidings
 
 
 async def test_a_record_the_broker_refuses_fails_the_flush(tidings_env):
-    settings = tidings_env.settings()
-    small = tidings_env.topic("transport-small")
-    create_topic(settings.kafka_bootstrap, small, 1, **{"max.message.bytes": "2000"})
-    producer = create_app(settings).fast_producer
-    await producer.start()
-    try:
+    async with producing_to(tidings_env, "transport-small", 1,
+                            **{"max.message.bytes": "2000"}) as (producer, small):
         # Random bytes: lz4 (producer_config) would squeeze repeated ones under the limit.
         await producer.produce(small, b"k", os.urandom(50_000))  # under librdkafka's limit
         with pytest.raises(ProducerSendError, match="refused"):
             await producer.flush()
         await producer.produce(small, b"k", b"fits")
         await producer.flush()  # the failure was reported once; the producer goes on
-    finally:
-        await producer.stop()
 
 
 async def test_a_record_over_librdkafkas_limit_is_refused_at_once(tidings_env):
-    settings = tidings_env.settings()
-    topic = tidings_env.topic("transport")
-    create_topic(settings.kafka_bootstrap, topic, 1)
-    producer = create_app(settings).fast_producer
-    await producer.start()
-    try:
+    async with producing_to(tidings_env, "transport", 1) as (producer, topic):
         with pytest.raises(ProducerSendError, match="too large|MSG_SIZE"):
             await producer.produce(topic, b"k", b"x" * 2_000_000)
-    finally:
-        await producer.stop()
