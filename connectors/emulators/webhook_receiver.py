@@ -73,7 +73,8 @@ class WebhookReceiver(HttpEmulator):
     Requests are POSTs to any path. A request whose signature does not verify
     (bad signature, timestamp outside 5 minutes, missing headers) is answered
     401; otherwise the path's script decides: the next status queued by
-    :meth:`fail_next`, else the status set by :meth:`always`, else 200.
+    :meth:`fail_next`, else the status set by :meth:`always`, else 200. A path under
+    :meth:`hold` answers only once released.
     """
 
     _role = "receiver"

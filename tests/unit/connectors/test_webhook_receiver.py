@@ -221,6 +221,41 @@ async def test_always_200_restores_normal_answers(
     assert verdict.outcome is Outcome.DELIVERED
 
 
+async def test_a_held_request_is_answered_once_released(
+    receiver: WebhookReceiver, client: httpx.AsyncClient
+) -> None:
+    receiver.hold("/slow")
+    sending = asyncio.create_task(deliver(client, make_message(receiver.url + "/slow"), CONFIG))
+    await receiver.wait_holding("/slow", 1, timeout=5)
+    assert not sending.done() and receiver.received == []
+
+    receiver.release("/slow")
+
+    assert (await sending).outcome is Outcome.DELIVERED
+    assert receiver.by_id() == {"dlv_1": 1}
+    assert receiver.holding["/slow"] == 0
+
+
+async def test_a_held_request_whose_sender_hung_up_is_not_accepted(
+    receiver: WebhookReceiver,
+) -> None:
+    receiver.hold("/slow")
+    async with httpx.AsyncClient() as gone:
+        sending = asyncio.create_task(
+            deliver(gone, make_message(receiver.url + "/slow"), CONFIG))
+        await receiver.wait_holding("/slow", 1, timeout=5)
+        sending.cancel()
+    await asyncio.sleep(0.2)  # the receiver's side of the connection closes meanwhile
+
+    receiver.release("/slow")
+    async with asyncio.timeout(5):
+        while not receiver.received:
+            await asyncio.sleep(0.01)
+
+    assert [r.status for r in receiver.received] == [499]
+    assert receiver.delivered == []
+
+
 async def test_scripted_failure_body_is_json(
     receiver: WebhookReceiver, client: httpx.AsyncClient
 ) -> None:
