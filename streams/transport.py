@@ -29,6 +29,11 @@ concurrent actors that missing offset is usually a record an actor is still work
 as a webhook send waiting for its answer: the commit skipped it, and a worker killed before it
 finished lost it. `Consumer` withholds every acknowledged offset at or above the lowest record
 a stream has taken and not yet acknowledged, so a commit never passes it.
+
+**Losing nothing fetched while a rebalance resumes the partitions.** Records handed over
+between Faust's resuming the stream partitions and its emptying the stream queues were
+dropped, and a partition without a committed offset was never sought back over them
+(`Consumer.perform_seek`, `Consumer.seek_to_committed`).
 """
 
 from __future__ import annotations
